@@ -1,0 +1,12 @@
+"""fedcore.kernels: Triton kernels, their plain-torch references and autograd wrappers.
+
+Kernels take tensors and return tensors; nothing here knows about federation.
+"""
+
+if __name__ != "fedcore.kernels":
+    # Reached only when the checkout itself is on sys.path (``python -m``/``-c`` run from the repo
+    # root puts the cwd first), e.g. when transformers probes for Hugging Face's own "kernels".
+    raise ImportError(
+        "'kernels' is not a top-level module: use fedcore.kernels. The fedcore checkout is on sys.path; "
+        "run from another directory, use the installed commands, or set PYTHONSAFEPATH=1."
+    )
