@@ -1,0 +1,1 @@
+"""fedcore.algorithms: one folder per federated method."""

@@ -1,0 +1,218 @@
+"""Run configuration: keyword-only dataclasses, one per component, loaded from TOML.
+
+Unknown keys and bad values raise ``ValueError`` naming what is allowed, so a typo in a config file
+fails before any work starts instead of being ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from importlib import resources
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fedcore.data import SKILLS as _SKILLS
+from fedcore.model.tiny import FAMILIES
+
+_TARGETS = ("q", "k", "v", "o", "gate", "up", "down")
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+@dataclass(kw_only=True)
+class ModelConfig:
+    """The tiny random-weight causal LM the job fine-tunes (fedcore.model.tiny)."""
+
+    family: str = "llama"
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    # Weight init std. transformers' 0.02 caps a frozen random lm_head's logits near +-2.6 after
+    # the final norm (|w| |h| ~ 0.02 sqrt(H) sqrt(H)), so LoRA alone could never fit the task.
+    init_std: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.family in FAMILIES, f"model.family must be one of {FAMILIES}, got {self.family!r}")
+        _check(self.num_layers >= 3, "model.num_layers must be >= 3 (head, body and tail each need one)")
+        _check(self.hidden_size % self.num_heads == 0, "model.hidden_size must be a multiple of num_heads")
+        _check(self.num_heads % self.num_kv_heads == 0, "model.num_heads must be a multiple of num_kv_heads")
+        _check(self.init_std > 0, f"model.init_std must be > 0, got {self.init_std}")
+
+
+@dataclass(kw_only=True)
+class SplitConfig:
+    """Where the model is cut (FL-GLM / FedSEA-LLaMA Blocks_A / Blocks_B / Blocks_C)."""
+
+    blocks_a: int = 1
+    blocks_c: int = 1
+    mode: str = "sequential"
+
+    def __post_init__(self) -> None:
+        _check(self.blocks_a >= 0 and self.blocks_c >= 0, "split.blocks_a and split.blocks_c must be >= 0")
+        _check(self.mode == "sequential",
+               f"split.mode must be 'sequential' (the in-process runner trains clients one after "
+               f"another; client-batch and server-hierarchical come with the split runtime), got {self.mode!r}")
+
+
+@dataclass(kw_only=True)
+class LoRAConfig:
+    """LoRA placed in every head, body and tail layer."""
+
+    r: int = 16
+    alpha: float = 32.0
+    dropout: float = 0.0
+    targets: list[str] = field(default_factory=lambda: list(_TARGETS))
+
+    def __post_init__(self) -> None:
+        _check(self.r >= 1, f"lora.r must be >= 1, got {self.r}")
+        _check(0.0 <= self.dropout < 1.0, f"lora.dropout must be in [0, 1), got {self.dropout}")
+        bad = sorted(set(self.targets) - set(_TARGETS))
+        _check(not bad and bool(self.targets), f"lora.targets must be a non-empty subset of {_TARGETS}, got {bad or '[]'}")
+
+
+@dataclass(kw_only=True)
+class NoiseConfig:
+    """FedSEA-LLaMA Gaussian noise on h_A before it leaves the client.
+
+    ``std`` is relative to mean |h_A| of the batch when ``relative`` (sigma = std * mean|h_A|),
+    otherwise absolute. 0 turns noise off.
+    """
+
+    std: float = 0.02
+    relative: bool = True
+
+    def __post_init__(self) -> None:
+        _check(self.std >= 0.0, f"noise.std must be >= 0, got {self.std}")
+
+
+@dataclass(kw_only=True)
+class DataConfig:
+    """The procedurally generated instruction task and how it is spread over clients."""
+
+    train_per_client: int = 256
+    eval_per_client: int = 32
+    skills: list[str] = field(default_factory=lambda: list(_SKILLS))
+    partition: str = "dirichlet"
+    dirichlet_alpha: float = 0.5
+    max_len: int = 48
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        bad = sorted(set(self.skills) - set(_SKILLS))
+        _check(not bad and bool(self.skills), f"data.skills must be a non-empty subset of {_SKILLS}, got {bad or '[]'}")
+        _check(self.partition in ("iid", "dirichlet"), f"data.partition must be 'iid' or 'dirichlet', got {self.partition!r}")
+        _check(self.dirichlet_alpha > 0, f"data.dirichlet_alpha must be > 0, got {self.dirichlet_alpha}")
+        _check(self.train_per_client >= 1 and self.eval_per_client >= 1, "data.*_per_client must be >= 1")
+        _check(self.max_len >= 16, f"data.max_len must be >= 16, got {self.max_len}")
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    """Rounds of split training: each round every client trains ``local_steps`` steps in turn,
+    then the clients' head/tail LoRA is averaged (FedAvg weighted by samples)."""
+
+    clients: int = 4
+    rounds: int = 8
+    local_steps: int = 12
+    batch_size: int = 16
+    lr: float = 5e-3
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("clients", "rounds", "local_steps", "batch_size"):
+            _check(getattr(self, name) >= 1, f"train.{name} must be >= 1, got {getattr(self, name)}")
+        _check(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
+
+
+@dataclass(kw_only=True)
+class OutputConfig:
+    """Where the run writes ``<dir>/<timestamp>/metrics.jsonl`` and ``loss.png``."""
+
+    dir: str = "runs"
+    plot: bool = True
+
+
+@dataclass(kw_only=True)
+class RunConfig:
+    """A whole run of the main job (``fedcore run``)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def __post_init__(self) -> None:
+        _check(self.split.blocks_a + self.split.blocks_c <= self.model.num_layers - 1,
+               f"split.blocks_a + split.blocks_c must be <= model.num_layers - 1 = {self.model.num_layers - 1}")
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    """Instantiate dataclass ``cls`` from a TOML table, recursing into nested dataclasses."""
+    if not isinstance(data, dict):
+        raise ValueError(f"[{where}] must be a table, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} in [{where}]; valid keys: {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value, f"{where}.{name}" if where != "config" else name)
+        else:
+            kwargs[name] = _coerce(value, hint, f"{where}.{name}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ValueError(f"{where} must be a list, got {value!r}")
+        return list(value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool) and (type(value) is not hint):
+        raise ValueError(f"{where} must be {hint.__name__}, got {value!r}")
+    return value
+
+
+def config_from_dict(data: dict[str, Any]) -> RunConfig:
+    """A RunConfig from nested dicts (TOML tables); raises ValueError on unknown keys or bad types."""
+    return _build(RunConfig, data, "config")
+
+
+DEFAULT_CONFIG = "default.toml"  # in the fedcore.configs package data
+
+
+def load_config(path: str | Path | None = None) -> RunConfig:
+    """Load a TOML config; ``None`` gives the embedded default run (fedcore/configs/default.toml)."""
+    if path is None:
+        text = resources.files("fedcore").joinpath("configs", DEFAULT_CONFIG).read_text()
+        where = DEFAULT_CONFIG
+    else:
+        if not Path(path).is_file():
+            raise ValueError(f"config file {str(path)!r} does not exist")
+        text, where = Path(path).read_text(), str(path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"{where}: invalid TOML: {err}") from err
+    return config_from_dict(data)
+
+
+def config_to_dict(config: RunConfig) -> dict[str, Any]:
+    """Plain nested dicts (JSON/TOML-ready) of a config, e.g. for the metrics file header."""
+    return dataclasses.asdict(config)
