@@ -7,9 +7,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 
-def weighted_average(
-    states: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float]
-) -> dict[str, torch.Tensor]:
+def weighted_average(states: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float]) -> dict[str, torch.Tensor]:
     """FedAvg: sum_k w_k * state_k / sum_k w_k, key by key, accumulated in fp32 (fp64 stays fp64).
 
     Every state must have the same keys and shapes. Returns tensors in each key's original dtype.

@@ -11,12 +11,14 @@ from fedcore.aggregate import weighted_average
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
 def test_weighted_average(dtype):
     gen = torch.Generator().manual_seed(5)
-    states = [{"a": torch.randn(3, 7, generator=gen).to(dtype), "b": torch.randn(5, generator=gen).to(dtype)}
-              for _ in range(3)]
+    states = [
+        {"a": torch.randn(3, 7, generator=gen).to(dtype), "b": torch.randn(5, generator=gen).to(dtype)}
+        for _ in range(3)
+    ]
     weights = [1.0, 2.0, 5.0]
     out = weighted_average(states, weights)
     for key in ("a", "b"):
-        expected = sum(s[key].double() * w for s, w in zip(states, weights)) / 8.0
+        expected = sum(s[key].double() * w for s, w in zip(states, weights, strict=False)) / 8.0
         assert out[key].dtype == dtype
         tol = 1e-12 if dtype == torch.float64 else (1e-6 if dtype == torch.float32 else 1e-2)
         torch.testing.assert_close(out[key].double(), expected, rtol=tol, atol=tol)

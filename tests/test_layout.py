@@ -24,7 +24,8 @@ def test_subpackages_import_under_fedcore():
 def test_bare_top_level_modules_are_not_importable(tmp_path, name, cwd):
     # From the repo root `python -c` puts the checkout on sys.path: the guard must still refuse.
     where = REPO if cwd == "repo" else tmp_path
-    proc = subprocess.run([sys.executable, "-c", f"import {name}"], cwd=where,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", f"import {name}"], cwd=where, capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode != 0
     assert ("No module named" in proc.stderr) or (f"use fedcore.{name}" in proc.stderr)

@@ -19,10 +19,7 @@ UNKNOWN_SKILL = "unknown"
 def _field(obj: dict, key: str, lineno: int, path: str | os.PathLike[str]) -> str:
     value = obj[key]
     if not isinstance(value, str):
-        raise ValueError(
-            f"{os.fspath(path)}:{lineno}: field {key!r} must be a string, "
-            f"got {type(value).__name__}"
-        )
+        raise ValueError(f"{os.fspath(path)}:{lineno}: field {key!r} must be a string, got {type(value).__name__}")
     return value
 
 
@@ -31,9 +28,7 @@ def _parse_line(line: str, lineno: int, path: str | os.PathLike[str]) -> Example
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as err:
-        raise ValueError(
-            f"{where}: invalid JSON ({err.msg}); expected one object per line"
-        ) from err
+        raise ValueError(f"{where}: invalid JSON ({err.msg}); expected one object per line") from err
     if not isinstance(obj, dict):
         raise ValueError(f"{where}: expected a JSON object, got {type(obj).__name__}")
     for key in ("instruction", "output"):

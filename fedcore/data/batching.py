@@ -66,9 +66,7 @@ def encode_example(tokenizer: TokenizerLike, ex: Example, *, max_len: int) -> En
     return input_ids, labels
 
 
-def collate(
-    encoded: Sequence[Encoded], *, pad_id: int, padding_side: str = "right"
-) -> dict[str, torch.Tensor]:
+def collate(encoded: Sequence[Encoded], *, pad_id: int, padding_side: str = "right") -> dict[str, torch.Tensor]:
     """Pad a list of ``(input_ids, labels)`` into a batch of CPU int64 tensors.
 
     Returns ``"input_ids"`` (B, T) padded with ``pad_id``, ``"attention_mask"`` (B, T) with 1 on

@@ -64,11 +64,7 @@ def dirichlet_partition(
         raise ValueError(f"alpha must be a finite number > 0, got {alpha!r}")
     if alpha <= 0:
         raise ValueError(f"alpha must be > 0 (small = skewed, large = near IID), got {alpha}")
-    if (
-        isinstance(min_per_client, bool)
-        or not isinstance(min_per_client, int)
-        or min_per_client < 0
-    ):
+    if isinstance(min_per_client, bool) or not isinstance(min_per_client, int) or min_per_client < 0:
         raise ValueError(f"min_per_client must be an int >= 0, got {min_per_client!r}")
     if num_clients * min_per_client > num_items:
         raise ValueError(

@@ -104,9 +104,7 @@ def make_instruction_task(n: int, *, seed: int, skills: Sequence[str] = SKILLS) 
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be an int >= 1, got {n!r}")
     if isinstance(skills, str):
-        raise ValueError(
-            f"skills must be a sequence of names, e.g. ({skills!r},); valid: {', '.join(SKILLS)}"
-        )
+        raise ValueError(f"skills must be a sequence of names, e.g. ({skills!r},); valid: {', '.join(SKILLS)}")
     skills = tuple(skills)
     if not skills:
         raise ValueError(f"skills is empty; pick some of {', '.join(SKILLS)}")

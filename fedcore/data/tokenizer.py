@@ -67,9 +67,7 @@ class CharTokenizer:
         for raw in ids:
             i = int(raw)
             if not 0 <= i < len(self._itos):
-                raise ValueError(
-                    f"token id {i} is outside [0, {len(self._itos)}): wrong tokenizer?"
-                )
+                raise ValueError(f"token id {i} is outside [0, {len(self._itos)}): wrong tokenizer?")
             if i < n_special and skip_special:
                 continue
             out.append(self._itos[i])

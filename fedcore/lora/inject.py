@@ -13,8 +13,12 @@ from .layer import LoRALinear
 # Short names users write -> the module names of the supported families (Llama/Qwen2/Mistral,
 # then GPT-2, whose fused c_attn holds q, k and v together).
 TARGET_ALIASES: dict[str, tuple[str, ...]] = {
-    "q": ("q_proj", "c_attn"), "k": ("k_proj", "c_attn"), "v": ("v_proj", "c_attn"),
-    "o": ("o_proj", "attn.c_proj"), "gate": ("gate_proj",), "up": ("up_proj", "c_fc"),
+    "q": ("q_proj", "c_attn"),
+    "k": ("k_proj", "c_attn"),
+    "v": ("v_proj", "c_attn"),
+    "o": ("o_proj", "attn.c_proj"),
+    "gate": ("gate_proj",),
+    "up": ("up_proj", "c_fc"),
     "down": ("down_proj", "mlp.c_proj"),
 }
 
@@ -55,8 +59,10 @@ def inject_lora(
             setattr(parent, child, LoRALinear(module, r=r, alpha=alpha, dropout=dropout))
             wrapped.append(f"{i}.{name}")
     if layer_list and not wrapped:
-        raise ValueError(f"no module matched LoRA targets {sorted(suffixes)}; use q k v o gate up down "
-                         "or a module-name suffix such as 'q_proj'")
+        raise ValueError(
+            f"no module matched LoRA targets {sorted(suffixes)}; use q k v o gate up down "
+            "or a module-name suffix such as 'q_proj'"
+        )
     return wrapped
 
 
@@ -78,8 +84,10 @@ def load_lora_state(module: nn.Module, state: dict[str, torch.Tensor]) -> None:
     """
     params = lora_parameters(module)
     if set(params) != set(state):
-        raise ValueError(f"LoRA state names differ: missing {sorted(set(params) - set(state))}, "
-                         f"unexpected {sorted(set(state) - set(params))}")
+        raise ValueError(
+            f"LoRA state names differ: missing {sorted(set(params) - set(state))}, "
+            f"unexpected {sorted(set(state) - set(params))}"
+        )
     for name, p in params.items():
         if p.shape != state[name].shape:
             raise ValueError(f"LoRA state {name}: shape {tuple(state[name].shape)} != {tuple(p.shape)}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from torch import nn
 from transformers import PreTrainedModel
@@ -18,11 +19,20 @@ from transformers.masking_utils import create_causal_mask, create_sliding_window
 FULL = "full_attention"
 SLIDING = "sliding_attention"
 
+
 # Attribute names of the base model, per layout. Llama, Qwen2, Mistral (and most rotary decoders)
 # follow the first; GPT-2 (learned positions, Conv1D projections) the second.
+class _Names(NamedTuple):
+    embed: str
+    layers: str
+    norm: str
+    positions: str | None
+    dropout: str | None
+
+
 _LAYOUTS = (
-    dict(embed="embed_tokens", layers="layers", norm="norm", positions=None, dropout=None),
-    dict(embed="wte", layers="h", norm="ln_f", positions="wpe", dropout="drop"),
+    _Names(embed="embed_tokens", layers="layers", norm="norm", positions=None, dropout=None),
+    _Names(embed="wte", layers="h", norm="ln_f", positions="wpe", dropout="drop"),
 )
 
 MASK_BUILDERS: dict[str, Callable] = {FULL: create_causal_mask, SLIDING: create_sliding_window_causal_mask}
@@ -60,16 +70,16 @@ def find_layout(model: nn.Module) -> DecoderLayout:
         raise ValueError(f"cannot split {type(model).__name__}: encoder-decoder models are not supported")
     base = model.base_model
     for names in _LAYOUTS:
-        if all(hasattr(base, names[k]) for k in ("embed", "layers", "norm")):
-            layers = getattr(base, names["layers"])
+        if all(hasattr(base, n) for n in (names.embed, names.layers, names.norm)):
+            layers = getattr(base, names.layers)
             config = model.config
             return DecoderLayout(
-                embed=getattr(base, names["embed"]),
+                embed=getattr(base, names.embed),
                 layers=layers,
-                norm=getattr(base, names["norm"]),
+                norm=getattr(base, names.norm),
                 lm_head=model.get_output_embeddings(),
-                position_embed=getattr(base, names["positions"]) if names["positions"] else None,
-                embed_dropout=getattr(base, names["dropout"]) if names["dropout"] else None,
+                position_embed=getattr(base, names.positions) if names.positions else None,
+                embed_dropout=getattr(base, names.dropout) if names.dropout else None,
                 rotary=getattr(base, "rotary_emb", None),
                 layer_types=_layer_types(config, len(layers)),
             )

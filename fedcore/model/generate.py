@@ -73,6 +73,7 @@ def split_generate(
             trace.body_to_tail.append(h_b.wire_nbytes())
         next_ids = out.logits[:, -1, :].argmax(dim=-1)
         if eos_token_id is not None:
+            assert pad_token_id is not None  # checked above
             next_ids = torch.where(unfinished, next_ids, torch.full_like(next_ids, pad_token_id))
             unfinished &= next_ids != eos_token_id
         tokens = torch.cat([tokens, next_ids[:, None]], dim=1)

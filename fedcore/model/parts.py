@@ -33,10 +33,7 @@ def group_blocks(model: nn.Module, layers_per_block: int) -> list[nn.ModuleList]
         raise ValueError(f"layers_per_block must be an int, got {layers_per_block!r}")
     if not 1 <= layers_per_block <= len(layers):
         raise ValueError(f"layers_per_block must be in [1, {len(layers)}], got {layers_per_block}")
-    return [
-        nn.ModuleList(layers[i : i + layers_per_block])
-        for i in range(0, len(layers), layers_per_block)
-    ]
+    return [nn.ModuleList(layers[i : i + layers_per_block]) for i in range(0, len(layers), layers_per_block)]
 
 
 class _LayerRun(nn.Module):

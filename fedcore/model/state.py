@@ -36,9 +36,7 @@ class SplitState:
         batch, steps, _ = self.hidden.shape
         pos = self.position_ids
         if pos.dim() != 2 or pos.shape[1] != steps or pos.shape[0] not in (1, batch):
-            raise ValueError(
-                f"position_ids must be (B, T) or (1, T) with T={steps}, got {tuple(pos.shape)}"
-            )
+            raise ValueError(f"position_ids must be (B, T) or (1, T) with T={steps}, got {tuple(pos.shape)}")
         if pos.dtype != torch.long:
             raise ValueError(f"position_ids must be int64, got {pos.dtype}")
         mask = self.attention_mask

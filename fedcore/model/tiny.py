@@ -45,15 +45,27 @@ def tiny_causal_lm(
     common: dict[str, Any] = dict(vocab_size=vocab_size, pad_token_id=0, bos_token_id=1, eos_token_id=2)
     if family == "gpt2":
         config = GPT2Config(
-            n_embd=hidden_size, n_layer=num_layers, n_head=num_heads, n_positions=512,
-            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **common, **overrides,
+            n_embd=hidden_size,
+            n_layer=num_layers,
+            n_head=num_heads,
+            n_positions=512,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            **common,
+            **overrides,
         )
         cls: type[PreTrainedModel] = GPT2LMHeadModel
     else:
         rotary = dict(
-            hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=num_layers,
-            num_attention_heads=num_heads, num_key_value_heads=num_kv_heads,
-            max_position_embeddings=512, tie_word_embeddings=False, **common,
+            hidden_size=hidden_size,
+            intermediate_size=2 * hidden_size,
+            num_hidden_layers=num_layers,
+            num_attention_heads=num_heads,
+            num_key_value_heads=num_kv_heads,
+            max_position_embeddings=512,
+            tie_word_embeddings=False,
+            **common,
         )
         rotary.update(overrides)
         config_cls, cls = {

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
-from importlib import resources
 import typing
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -57,9 +57,11 @@ class SplitConfig:
 
     def __post_init__(self) -> None:
         _check(self.blocks_a >= 0 and self.blocks_c >= 0, "split.blocks_a and split.blocks_c must be >= 0")
-        _check(self.mode == "sequential",
-               f"split.mode must be 'sequential' (the in-process runner trains clients one after "
-               f"another; client-batch and server-hierarchical come with the split runtime), got {self.mode!r}")
+        _check(
+            self.mode == "sequential",
+            f"split.mode must be 'sequential' (the in-process runner trains clients one after "
+            f"another; client-batch and server-hierarchical come with the split runtime), got {self.mode!r}",
+        )
 
 
 @dataclass(kw_only=True)
@@ -75,7 +77,9 @@ class LoRAConfig:
         _check(self.r >= 1, f"lora.r must be >= 1, got {self.r}")
         _check(0.0 <= self.dropout < 1.0, f"lora.dropout must be in [0, 1), got {self.dropout}")
         bad = sorted(set(self.targets) - set(_TARGETS))
-        _check(not bad and bool(self.targets), f"lora.targets must be a non-empty subset of {_TARGETS}, got {bad or '[]'}")
+        _check(
+            not bad and bool(self.targets), f"lora.targets must be a non-empty subset of {_TARGETS}, got {bad or '[]'}"
+        )
 
 
 @dataclass(kw_only=True)
@@ -108,7 +112,10 @@ class DataConfig:
     def __post_init__(self) -> None:
         bad = sorted(set(self.skills) - set(_SKILLS))
         _check(not bad and bool(self.skills), f"data.skills must be a non-empty subset of {_SKILLS}, got {bad or '[]'}")
-        _check(self.partition in ("iid", "dirichlet"), f"data.partition must be 'iid' or 'dirichlet', got {self.partition!r}")
+        _check(
+            self.partition in ("iid", "dirichlet"),
+            f"data.partition must be 'iid' or 'dirichlet', got {self.partition!r}",
+        )
         _check(self.dirichlet_alpha > 0, f"data.dirichlet_alpha must be > 0, got {self.dirichlet_alpha}")
         _check(self.train_per_client >= 1 and self.eval_per_client >= 1, "data.*_per_client must be >= 1")
         _check(self.max_len >= 16, f"data.max_len must be >= 16, got {self.max_len}")
@@ -153,8 +160,10 @@ class RunConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
 
     def __post_init__(self) -> None:
-        _check(self.split.blocks_a + self.split.blocks_c <= self.model.num_layers - 1,
-               f"split.blocks_a + split.blocks_c must be <= model.num_layers - 1 = {self.model.num_layers - 1}")
+        _check(
+            self.split.blocks_a + self.split.blocks_c <= self.model.num_layers - 1,
+            f"split.blocks_a + split.blocks_c must be <= model.num_layers - 1 = {self.model.num_layers - 1}",
+        )
 
 
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:
@@ -169,7 +178,7 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     kwargs = {}
     for name, value in data.items():
         hint = hints[name]
-        if dataclasses.is_dataclass(hint):
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             kwargs[name] = _build(hint, value, f"{where}.{name}" if where != "config" else name)
         else:
             kwargs[name] = _coerce(value, hint, f"{where}.{name}")

@@ -18,8 +18,12 @@ from fedcore.algorithms.split import SplitRunResult, StepRecord, run_split_inpro
 from .config import RunConfig, config_to_dict
 from .metrics import MetricsWriter, plot_loss, read_metrics
 
-DIRECTIONS = (("h_A", "client -> server"), ("h_B", "server -> client"),
-              ("dh_B", "client -> server"), ("dh_A", "server -> client"))
+DIRECTIONS = (
+    ("h_A", "client -> server"),
+    ("h_B", "server -> client"),
+    ("dh_B", "client -> server"),
+    ("dh_A", "server -> client"),
+)
 
 
 def new_run_dir(base: str | Path) -> Path:
@@ -49,16 +53,29 @@ def run_main_job(config: RunConfig, *, console: Console | None = None, run_dir: 
     )
     with MetricsWriter(run_dir / "metrics.jsonl") as writer:
         writer.write("config", config=config_to_dict(config))
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn())
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.3f}"),
+            TimeElapsedColumn(),
+        )
         with Progress(*columns, console=console, transient=False) as progress:
             task = progress.add_task("training", total=total, loss=float("nan"))
 
             def on_step(rec: StepRecord) -> None:
-                writer.write("step", round=rec.round, client=rec.client, step=rec.step, loss=rec.loss,
-                             tokens=rec.tokens, seconds=rec.seconds)
-                progress.update(task, advance=1, loss=rec.loss,
-                                description=f"round {rec.round + 1}/{tc.rounds} client {rec.client}")
+                writer.write(
+                    "step",
+                    round=rec.round,
+                    client=rec.client,
+                    step=rec.step,
+                    loss=rec.loss,
+                    tokens=rec.tokens,
+                    seconds=rec.seconds,
+                )
+                progress.update(
+                    task, advance=1, loss=rec.loss, description=f"round {rec.round + 1}/{tc.rounds} client {rec.client}"
+                )
 
             result = run_split_inprocess(config, on_step=on_step)
         for k, (start, end) in enumerate(zip(result.eval_start, result.eval_end, strict=True)):
@@ -90,14 +107,21 @@ def _table(result: SplitRunResult) -> Table:
     for col in ("client", "examples", "loss start", "loss end", "change", "tokens/s"):
         table.add_column(col, justify="right")
     for k, (start, end) in enumerate(zip(result.eval_start, result.eval_end, strict=True)):
-        table.add_row(str(k), str(result.client_sizes[k]), f"{start:.3f}", f"{end:.3f}",
-                      f"{(end - start) / start:+.0%}", f"{result.tokens_per_second(k):,.0f}")
+        table.add_row(
+            str(k),
+            str(result.client_sizes[k]),
+            f"{start:.3f}",
+            f"{end:.3f}",
+            f"{(end - start) / start:+.0%}",
+            f"{result.tokens_per_second(k):,.0f}",
+        )
     wire = Table(title="bytes across the split")
     for col in ("tensor", "direction", "MiB", "messages"):
         wire.add_column(col, justify="right")
     for kind, direction in DIRECTIONS:
-        wire.add_row(kind, direction, f"{result.wire_bytes.get(kind, 0) / 2**20:,.2f}",
-                     str(result.wire_messages.get(kind, 0)))
+        wire.add_row(
+            kind, direction, f"{result.wire_bytes.get(kind, 0) / 2**20:,.2f}", str(result.wire_messages.get(kind, 0))
+        )
     outer = Table.grid(padding=1)
     outer.add_row(table)
     outer.add_row(wire)

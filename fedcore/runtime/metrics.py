@@ -48,8 +48,10 @@ def plot_loss(records: list[dict[str, Any]], path: Path, *, window: int = 5) -> 
         mine = [r for r in steps if r["client"] == client]
         xs = [r["step"] for r in mine]
         losses = [r["loss"] for r in mine]
-        smooth = [sum(losses[max(0, i - window + 1) : i + 1]) / len(losses[max(0, i - window + 1) : i + 1])
-                  for i in range(len(losses))]
+        smooth = [
+            sum(losses[max(0, i - window + 1) : i + 1]) / len(losses[max(0, i - window + 1) : i + 1])
+            for i in range(len(losses))
+        ]
         (line,) = ax.plot(xs, smooth, lw=1.2, label=f"client {client} (train)")
         for e in evals:
             if e["client"] == client:

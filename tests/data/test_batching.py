@@ -20,9 +20,7 @@ TOK = CharTokenizer()
 
 
 def test_format_prompt():
-    assert format_prompt(Example("Add the numbers.", "1 + 2", "3", "add")) == (
-        "Add the numbers.\n1 + 2\n"
-    )
+    assert format_prompt(Example("Add the numbers.", "1 + 2", "3", "add")) == ("Add the numbers.\n1 + 2\n")
     assert format_prompt(Example("Say hi.", "", "hi", "unknown")) == "Say hi.\n"
 
 

@@ -64,10 +64,7 @@ def test_small_alpha_is_more_skewed_than_large_alpha(seed):
     seeds = range(seed, seed + 10)
 
     def mean_share(alpha: float) -> float:
-        shares = [
-            _max_label_share(dirichlet_partition(labels, 4, alpha=alpha, seed=s), labels)
-            for s in seeds
-        ]
+        shares = [_max_label_share(dirichlet_partition(labels, 4, alpha=alpha, seed=s), labels) for s in seeds]
         return float(np.mean(shares))
 
     skewed, near_iid = mean_share(0.05), mean_share(100.0)

@@ -56,14 +56,19 @@ def test_lora_linear_rejects_bad_arguments(bad):
 def test_inject_by_short_names_llama_and_gpt2():
     llama = tiny_causal_lm("llama", num_layers=3)
     names = inject_lora(llama.model.layers[1:], targets=["q", "v", "down"], r=2, alpha=4)
-    assert names == ["0.self_attn.q_proj", "0.self_attn.v_proj", "0.mlp.down_proj",
-                     "1.self_attn.q_proj", "1.self_attn.v_proj", "1.mlp.down_proj"]
+    assert names == [
+        "0.self_attn.q_proj",
+        "0.self_attn.v_proj",
+        "0.mlp.down_proj",
+        "1.self_attn.q_proj",
+        "1.self_attn.v_proj",
+        "1.mlp.down_proj",
+    ]
     assert len(lora_parameters(llama)) == 12
     assert not any(isinstance(m, LoRALinear) for m in llama.model.layers[0].modules())
     gpt2 = tiny_causal_lm("gpt2", num_layers=2)
     names = inject_lora(gpt2.transformer.h, targets=["q", "o", "down"], r=2, alpha=4)
-    assert names == ["0.attn.c_attn", "0.attn.c_proj", "0.mlp.c_proj",
-                     "1.attn.c_attn", "1.attn.c_proj", "1.mlp.c_proj"]
+    assert names == ["0.attn.c_attn", "0.attn.c_proj", "0.mlp.c_proj", "1.attn.c_attn", "1.attn.c_proj", "1.mlp.c_proj"]
 
 
 def test_inject_refuses_targets_that_match_nothing():

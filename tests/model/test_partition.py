@@ -55,8 +55,9 @@ def test_split_model_rejects_bad_counts(llama, blocks_a, blocks_c, match):
 def test_split_model_rejects_unsplittable_architectures():
     with pytest.raises(ValueError, match="cannot split Linear"):
         split_model(nn.Linear(4, 4), 1, 1)
-    bert = BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                intermediate_size=64, vocab_size=50))
+    bert = BertModel(
+        BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, vocab_size=50)
+    )
     with pytest.raises(ValueError, match="cannot split BertModel"):
         split_model(bert, 0, 0)
 
@@ -88,8 +89,9 @@ def test_wire_round_trip(mask):
         assert back.attention_mask.dtype == torch.bool and back.attention_mask.all()
     else:
         assert back.attention_mask is None
-    assert state.wire_nbytes() == sum(v.numel() * v.element_size() for v in wire.values()
-                                      if isinstance(v, torch.Tensor))
+    assert state.wire_nbytes() == sum(
+        v.numel() * v.element_size() for v in wire.values() if isinstance(v, torch.Tensor)
+    )
 
 
 def test_wire_detaches_hidden():

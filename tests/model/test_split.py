@@ -77,14 +77,14 @@ def test_split_gradients_match_unsplit(case, padding_side):
     model.zero_grad()
 
     sm = split_model(model, 2, 1)
-    h_a = sm.head(ids, mask)                    # client
-    body_in = _cross(h_a, grad=True)            # server receives h_A
+    h_a = sm.head(ids, mask)  # client
+    body_in = _cross(h_a, grad=True)  # server receives h_A
     h_b = sm.body(body_in)
-    tail_in = _cross(h_b, grad=True)            # client receives h_B
+    tail_in = _cross(h_b, grad=True)  # client receives h_B
     sm.tail(tail_in, labels=labels).loss.backward()
-    dh_b = tail_in.hidden.grad.clone()          # client -> server: dL/dh_B
+    dh_b = tail_in.hidden.grad.clone()  # client -> server: dL/dh_B
     h_b.hidden.backward(dh_b)
-    dh_a = body_in.hidden.grad.clone()          # server -> client: dL/dh_A
+    dh_a = body_in.hidden.grad.clone()  # server -> client: dL/dh_A
     h_a.hidden.backward(dh_a)
 
     assert ref, "model has parameters"
@@ -100,8 +100,12 @@ def test_split_generate_matches_model_generate(case):
     ids, mask, _ = _batch("left", batch=2, steps=9, seed=3)
     cfg = model.generation_config
     expected = model.generate(
-        ids, attention_mask=mask, max_new_tokens=20, do_sample=False,
-        eos_token_id=None, pad_token_id=cfg.pad_token_id,
+        ids,
+        attention_mask=mask,
+        max_new_tokens=20,
+        do_sample=False,
+        eos_token_id=None,
+        pad_token_id=cfg.pad_token_id,
     )
     sm = split_model(model, 1, 2)
     got = split_generate(sm, ids, mask, max_new_tokens=20)

@@ -27,8 +27,14 @@ def test_fedcore_run_writes_metrics_and_plot_and_loss_falls(tmp_path):
     config.write_text(SHORT)
     env = dict(os.environ, PYTHONSAFEPATH="1", COLUMNS="120")
     cli = Path(sys.executable).with_name("fedcore")
-    proc = subprocess.run([str(cli), "run", str(config), "--out", str(tmp_path / "runs")],
-                          capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    proc = subprocess.run(
+        [str(cli), "run", str(config), "--out", str(tmp_path / "runs")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert (run_dir / "loss.png").stat().st_size > 10_000
@@ -47,7 +53,13 @@ def test_fedcore_run_refuses_a_bad_config(tmp_path):
     config = tmp_path / "bad.toml"
     config.write_text("[train]\nclientz = 2\n")
     cli = Path(sys.executable).with_name("fedcore")
-    proc = subprocess.run([str(cli), "run", str(config)], capture_output=True, text=True, timeout=120,
-                          env=dict(os.environ, PYTHONSAFEPATH="1"), cwd=tmp_path)
+    proc = subprocess.run(
+        [str(cli), "run", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, PYTHONSAFEPATH="1"),
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2
     assert "unknown key(s) ['clientz'] in [train]" in proc.stderr

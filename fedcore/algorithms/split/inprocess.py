@@ -9,6 +9,7 @@ transport issue runs the same steps across processes; here the hand-offs are cou
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -92,8 +93,9 @@ def build_client_data(config: RunConfig, tokenizer: CharTokenizer) -> list[Clien
     if dc.partition == "iid":
         parts = iid_partition(len(pool), n, seed=dc.seed)
     else:
-        parts = dirichlet_partition([ex.skill for ex in pool], n, alpha=dc.dirichlet_alpha,
-                                    seed=dc.seed, min_per_client=8)
+        parts = dirichlet_partition(
+            [ex.skill for ex in pool], n, alpha=dc.dirichlet_alpha, seed=dc.seed, min_per_client=8
+        )
     clients = []
     for idx in parts:
         examples = [pool[i] for i in idx]
@@ -118,26 +120,29 @@ def _endless(data: ClientData, batch_size: int, seed: int, pad_id: int) -> Itera
         epoch += 1
 
 
-def run_split_inprocess(
-    config: RunConfig, *, on_step: Callable[[StepRecord], None] | None = None
-) -> SplitRunResult:
+def run_split_inprocess(config: RunConfig, *, on_step: Callable[[StepRecord], None] | None = None) -> SplitRunResult:
     """Run ``config`` end to end in this process and return what it measured."""
     mc, tc, lc = config.model, config.train, config.lora
     torch.manual_seed(tc.seed)
     tokenizer = CharTokenizer()
     data = build_client_data(config, tokenizer)
     model = tiny_causal_lm(
-        mc.family, vocab_size=tokenizer.vocab_size, hidden_size=mc.hidden_size, num_layers=mc.num_layers,
-        num_heads=mc.num_heads, num_kv_heads=mc.num_kv_heads, seed=mc.seed,
+        mc.family,
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=mc.hidden_size,
+        num_layers=mc.num_layers,
+        num_heads=mc.num_heads,
+        num_kv_heads=mc.num_kv_heads,
+        seed=mc.seed,
         initializer_range=mc.init_std,
     )
     for p in model.parameters():
         p.requires_grad_(False)
     sm = split_model(model, config.split.blocks_a, config.split.blocks_c)
-    lora_kw = dict(targets=lc.targets, r=lc.r, alpha=lc.alpha, dropout=lc.dropout)
+    add_lora = functools.partial(inject_lora, targets=lc.targets, r=lc.r, alpha=lc.alpha, dropout=lc.dropout)
     steps_per_client = tc.rounds * tc.local_steps
 
-    inject_lora(sm.body.layers, **lora_kw)
+    add_lora(sm.body.layers)
     body_opt = torch.optim.AdamW(lora_parameters(sm.body).values(), lr=tc.lr, weight_decay=0.0)
     server = ServerParts(sm.body, body_opt, _schedule(body_opt, steps_per_client * tc.clients))
 
@@ -145,9 +150,9 @@ def run_split_inprocess(
     for k in range(tc.clients):
         head, tail = copy.deepcopy((sm.head, sm.tail))  # one copy per client; tied weights stay tied
         if len(head.layers):
-            inject_lora(head.layers, **lora_kw)
+            add_lora(head.layers)
         if len(tail.layers):
-            inject_lora(tail.layers, **lora_kw)
+            add_lora(tail.layers)
         params = [*lora_parameters(head).values(), *lora_parameters(tail).values()]
         opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=0.0)
         gen = torch.Generator().manual_seed(tc.seed * 1000 + k)  # a distinct noise stream per client
@@ -155,7 +160,7 @@ def run_split_inprocess(
     _average_clients(clients, data)  # every client starts from the same adapter
 
     def evaluate() -> list[float]:
-        return [split_eval_loss(c.head, sm.body, c.tail, d.eval_batches) for c, d in zip(clients, data)]
+        return [split_eval_loss(c.head, sm.body, c.tail, d.eval_batches) for c, d in zip(clients, data, strict=False)]
 
     eval_start = evaluate()
     meter, records = ByteMeter(), []
@@ -166,8 +171,9 @@ def run_split_inprocess(
             for _ in range(tc.local_steps):
                 batch = next(streams[k])
                 t0 = time.perf_counter()
-                loss = split_train_step(client, server, batch, noise_std=config.noise.std,
-                                        noise_relative=config.noise.relative, meter=meter)
+                loss = split_train_step(
+                    client, server, batch, noise_std=config.noise.std, noise_relative=config.noise.relative, meter=meter
+                )
                 dt = time.perf_counter() - t0
                 t_train += dt
                 rec = StepRecord(rnd, k, global_step, loss, int(batch["attention_mask"].sum()), dt)
@@ -177,9 +183,15 @@ def run_split_inprocess(
                     on_step(rec)
         _average_clients(clients, data)
     return SplitRunResult(
-        eval_start=eval_start, eval_end=evaluate(), steps=records, wire_bytes=meter.snapshot(), wire_messages=dict(meter.messages),
-        train_seconds=t_train, tokens=sum(r.tokens for r in records),
-        client_sizes=[len(d.train) for d in data], extra={"skills": [d.skills for d in data]},
+        eval_start=eval_start,
+        eval_end=evaluate(),
+        steps=records,
+        wire_bytes=meter.snapshot(),
+        wire_messages=dict(meter.messages),
+        train_seconds=t_train,
+        tokens=sum(r.tokens for r in records),
+        client_sizes=[len(d.train) for d in data],
+        extra={"skills": [d.skills for d in data]},
     )
 
 

@@ -77,12 +77,14 @@ def split_train_step(
     loss = client.tail(tail_in, labels=batch["labels"]).loss
     loss.backward()
     dh_b = tail_in.hidden.grad
+    assert dh_b is not None  # tail_in.hidden requires grad and feeds the loss
     meter.add("dh_B", tensor_nbytes(dh_b))
 
     # server: backward through the body, send dL/dh_A (only when the head has something to train)
     h_b.hidden.backward(dh_b)
     if head_trains:
         dh_a = body_in.hidden.grad
+        assert dh_a is not None
         meter.add("dh_A", tensor_nbytes(dh_a))
         h_a.hidden.backward(dh_a)  # client: backward through the head
 
@@ -94,9 +96,7 @@ def split_train_step(
 
 
 @torch.no_grad()
-def split_eval_loss(
-    head: SplitHead, body: SplitBody, tail: SplitTail, batches: list[dict[str, torch.Tensor]]
-) -> float:
+def split_eval_loss(head: SplitHead, body: SplitBody, tail: SplitTail, batches: list[dict[str, torch.Tensor]]) -> float:
     """Token-weighted mean loss over ``batches`` through head -> body -> tail (no noise)."""
     total, count = 0.0, 0
     for batch in batches:

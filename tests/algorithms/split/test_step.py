@@ -54,8 +54,12 @@ def test_split_step_equals_one_centralised_sgd_step():
 
     hidden_bytes = 4 * 10 * model.config.hidden_size * 4
     meta = 10 * 8 + 4 * 10  # position_ids int64 (1, T) (shared by rows) + attention_mask bool (B, T)
-    assert meter.bytes == {"h_A": hidden_bytes + meta, "h_B": hidden_bytes + meta,
-                           "dh_B": hidden_bytes, "dh_A": hidden_bytes}
+    assert meter.bytes == {
+        "h_A": hidden_bytes + meta,
+        "h_B": hidden_bytes + meta,
+        "dh_B": hidden_bytes,
+        "dh_A": hidden_bytes,
+    }
 
 
 def test_relative_noise_scale_and_reproducibility():
