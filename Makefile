@@ -30,7 +30,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP)
-	PYTHONSAFEPATH=1 $(BIN)/python -m pytest bench/ --benchmark-only
+	PYTHONSAFEPATH=1 $(BIN)/python -m pytest bench/bench_*.py --benchmark-only -p no:cacheprovider
 
 clean:
 	rm -rf $(VENV) runs

@@ -29,3 +29,23 @@ def test_bare_top_level_modules_are_not_importable(tmp_path, name, cwd):
     )
     assert proc.returncode != 0
     assert ("No module named" in proc.stderr) or (f"use fedcore.{name}" in proc.stderr)
+
+
+def _source_packages() -> set[str]:
+    found = set()
+    for root, prefix in (
+        (REPO / "fedcore", "fedcore"),
+        (REPO / "kernels", "fedcore.kernels"),
+        (REPO / "transport", "fedcore.transport"),
+    ):
+        for init in root.rglob("__init__.py"):
+            rel = init.parent.relative_to(root).parts
+            found.add(".".join((prefix, *rel)))
+    return found
+
+
+def test_pyproject_lists_every_package():
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    assert listed == _source_packages()

@@ -52,7 +52,15 @@ def plot_loss(records: list[dict[str, Any]], path: Path, *, window: int = 5) -> 
             sum(losses[max(0, i - window + 1) : i + 1]) / len(losses[max(0, i - window + 1) : i + 1])
             for i in range(len(losses))
         ]
-        (line,) = ax.plot(xs, smooth, lw=1.2, label=f"client {client} (train)")
+        # break the line where other clients trained in between (sequential mode)
+        px, py = [], []
+        for i, (x, y) in enumerate(zip(xs, smooth, strict=True)):
+            if i and x != xs[i - 1] + 1:
+                px.append(float("nan"))
+                py.append(float("nan"))
+            px.append(x)
+            py.append(y)
+        (line,) = ax.plot(px, py, lw=1.2, label=f"client {client} (train)")
         for e in evals:
             if e["client"] == client:
                 x = 0 if e["when"] == "start" else (xs[-1] if xs else 0)

@@ -1,0 +1,1 @@
+"""Packaged TOML configs: ``default.toml`` is what ``fedcore run`` runs without an argument."""
