@@ -1,0 +1,148 @@
+"""Turning named tensors into chunked wire messages, and chunks back into tensors (no sockets)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from fedcore.codec import CODECS, get_codec
+
+from . import wire
+from .errors import ProtocolError
+from .messages import Message, SendHandle
+
+
+@dataclass
+class Outgoing:
+    """One transfer, prebuilt as a list of ZeroMQ messages (each a list of frames)."""
+
+    seq: int
+    kind: str
+    messages: list[list[Any]]
+    nbytes: int  # payload + header bytes
+    handle: SendHandle
+    keepalive: list[torch.Tensor]  # the encoded tensors whose memory the frames point into
+    enqueued: float = field(default_factory=time.monotonic)
+    next_index: int = 0
+    trackers: list[Any] = field(default_factory=list)
+    last_sent: float = 0.0
+    sends: int = 0
+
+
+def encode_tensors(tensors: Mapping[str, torch.Tensor], codec: str) -> tuple[list[wire.TensorSpec], list[torch.Tensor]]:
+    """Apply ``codec``, move to CPU, make contiguous; return the tensor table and wire tensors."""
+    enc = get_codec(codec)
+    specs, wires, offset = [], [], 0
+    for name, tensor in tensors.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"tensor {name!r} is a {type(tensor).__name__}, not a torch.Tensor")
+        if tensor.dtype not in wire.DTYPE_NAMES:
+            raise ValueError(f"tensor {name!r}: dtype {tensor.dtype} cannot be sent ({sorted(wire.DTYPES)})")
+        if tensor.requires_grad:
+            tensor = tensor.detach()
+        out, orig = enc.encode(tensor)
+        out = out.to("cpu").contiguous()  # non-contiguous tensors are copied, never refused
+        nbytes = out.numel() * out.element_size()
+        offset = wire.align(offset)
+        specs.append(wire.TensorSpec(name, wire.DTYPE_NAMES[out.dtype], tuple(out.shape), offset, nbytes,
+                                     codec, wire.DTYPE_NAMES[orig] if orig is not None else None))
+        wires.append(out)
+        offset += nbytes
+    return specs, wires
+
+
+def build_outgoing(
+    *, seq: int, session: str, step: int, kind: str, meta: Mapping[str, Any], codec: str,
+    tensors: Mapping[str, torch.Tensor], chunk_bytes: int, max_bytes: int,
+) -> Outgoing:
+    """Prebuild the messages of one transfer: header + first chunk, then chunk messages."""
+    specs, wires = encode_tensors(tensors, codec)
+    total = specs[-1].offset + specs[-1].nbytes if specs else 0
+    if total > max_bytes:
+        raise ValueError(f"transfer of {total} bytes exceeds max_transfer_bytes={max_bytes}")
+    views: list[memoryview] = []
+    end = 0
+    for spec, t in zip(specs, wires, strict=True):
+        if spec.offset > end:
+            views.append(_PADDING[: spec.offset - end])
+        views.append(wire.tensor_bytes(t))
+        end = spec.offset + spec.nbytes
+    pieces: list[list[memoryview]] = [[] for _ in range(wire.chunk_count(total, chunk_bytes))]
+    pos = 0
+    for view in views:  # cut the concatenated payload at chunk boundaries
+        start = 0
+        while start < len(view):
+            idx, room = pos // chunk_bytes, chunk_bytes - pos % chunk_bytes
+            take = min(room, len(view) - start)
+            pieces[idx].append(view[start : start + take])
+            start += take
+            pos += take
+    head = {"v": wire.VERSION, "kind": kind, "session": session, "step": step, "seq": seq, "codec": codec,
+            "meta": dict(meta), "tensors": [s.as_wire() for s in specs], "total": total,
+            "chunks": len(pieces), "off": 0, "n": sum(len(p) for p in pieces[0])}  # fmt: skip
+    messages = [[wire.pack(head), *pieces[0]]]
+    off = head["n"]
+    for chunk in pieces[1:]:
+        n = sum(len(p) for p in chunk)
+        messages.append([wire.pack({"v": wire.VERSION, "kind": "chunk", "seq": seq, "off": off, "n": n}), *chunk])
+        off += n
+    header_bytes = sum(len(m[0]) for m in messages)
+    return Outgoing(seq, kind, messages, total + header_bytes, SendHandle(seq), wires)
+
+
+_PADDING = memoryview(bytes(wire.ALIGN))
+
+
+class Incoming:
+    """A transfer being received: header validated, buffer allocated, chunks written in order."""
+
+    def __init__(self, header: dict[str, Any], *, max_bytes: int, allocate) -> None:
+        for key in ("session", "codec"):
+            if not isinstance(header.get(key), str) or len(header[key]) > 64:
+                raise ProtocolError(f"data header needs a short str {key!r}")
+        for key in ("step", "seq", "chunks", "total"):
+            wire._int(header.get(key), f"data header {key!r}")
+        if not isinstance(header.get("meta"), dict):
+            raise ProtocolError("data header 'meta' must be a map")
+        self.specs, total = wire.parse_table(header.get("tensors"), max_bytes=max_bytes)
+        if total != header["total"]:
+            raise ProtocolError(f"header total {header['total']} != tensor table sum {total}")
+        wire._int(header.get("n"), "data header 'n'", 0, total)
+        for spec in self.specs:
+            if spec.codec not in CODECS:
+                raise ProtocolError(f"tensor {spec.name!r}: unknown codec {spec.codec!r}")
+        self.header = header
+        self.total = total
+        self.buffer: torch.Tensor = allocate(total)  # uint8 (total,), maybe pinned
+        self.received = 0
+        self.touched = time.monotonic()
+
+    def write(self, off: int, n: int, frames_nbytes: int) -> None:
+        """Record that ``n`` bytes at payload offset ``off`` arrived (frames were recv_into'd)."""
+        if off != self.received or n != frames_nbytes or self.received + n > self.total:
+            raise ProtocolError(f"chunk at {off} of {n} bytes does not continue the transfer at {self.received}")
+        self.received += n
+        self.touched = time.monotonic()
+
+    def view(self) -> memoryview:
+        """The unfilled rest of the buffer, for recv_into."""
+        return memoryview(self.buffer.numpy()).cast("B")[self.received :]
+
+    @property
+    def complete(self) -> bool:
+        return self.received == self.total
+
+    def message(self, peer: str) -> Message:
+        h = self.header
+        tensors = {}
+        for spec in self.specs:
+            codec = get_codec(spec.codec)  # known: checked in __init__
+            raw = wire.tensor_from_bytes(self.buffer, spec)
+            orig = wire.DTYPES[spec.orig_dtype] if spec.orig_dtype else None
+            tensors[spec.name] = codec.decode(raw, orig)
+        return Message(peer=peer, kind=h["kind"], meta=h["meta"], tensors=tensors, session=h["session"],
+                       step=h["step"], seq=h["seq"], nbytes=self.total)

@@ -1,0 +1,421 @@
+"""The I/O thread shared by Server and Client: it alone owns the ZeroMQ sockets.
+
+Users call ``send`` (queues a prebuilt transfer, wakes the thread) and ``recv`` (takes completed
+transfers or events from a queue). The thread receives chunks straight into the transfer's
+buffer (``recv_into``), paces and sends chunks without blocking (a slow peer never stalls the
+others), acknowledges transfers, drops duplicates by (session, seq), pings idle peers and reports
+peers silent past their lease as ``PeerTimeout``.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import queue
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import zmq
+
+from fedcore.accounting import ByteMeter
+
+from . import wire
+from .assembly import Incoming, Outgoing, build_outgoing
+from .errors import AuthError, PeerTimeout, ProtocolError, TransportError
+from .messages import EndpointOptions, Message, SendHandle
+from .pacer import TokenBucket
+
+_CONTROL = ("ack", "ping", "pong", "error", "bye", "rekey")
+
+
+@dataclass
+class Peer:
+    """What the I/O thread knows about one peer."""
+
+    pid: str
+    sock: zmq.Socket
+    route: bytes | None  # ROUTER routing id; None on a DEALER
+    bucket: TokenBucket
+    last_seen: float = field(default_factory=time.monotonic)
+    last_sent: float = field(default_factory=time.monotonic)
+    outbox: collections.deque = field(default_factory=collections.deque)  # Outgoing, FIFO
+    control: collections.deque = field(default_factory=collections.deque)  # small frames lists
+    unacked: dict[int, Outgoing] = field(default_factory=dict)
+    incoming: Incoming | None = None
+    discard_seq: int | None = None  # a duplicate transfer whose chunks are being skipped
+    delivered: dict[str, int] = field(default_factory=dict)  # session -> highest seq delivered
+    key: str | None = None  # authenticated CURVE key (z85) bound to this peer
+
+
+class Endpoint:
+    """Base of Server and Client; subclasses open sockets and map frames to peers."""
+
+    peer_label = "peer"
+
+    def __init__(self, options: EndpointOptions | None):
+        self.options = options or EndpointOptions()
+        self.ctx = zmq.Context(io_threads=self.options.io_threads)
+        self.session = os.urandom(8).hex()  # this endpoint's session: (session, seq) names a transfer
+        self.meter_out, self.meter_in = ByteMeter(), ByteMeter()
+        self.errors: collections.deque = collections.deque(maxlen=100)  # (peer, message) of refused input
+        self._inbox: queue.Queue = queue.Queue()
+        self._commands: queue.Queue = queue.Queue()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._seq = 0
+        self._seq_lock = threading.Lock()
+        self._peers: dict[str, Peer] = {}
+        self._banned: dict[bytes, float] = {}
+        self._inflight = 0
+        self._sending: list[Outgoing] = []  # fully queued, waiting for libzmq to release frames
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    # ---------- socket setup helpers ----------
+    def _tune(self, sock: zmq.Socket) -> None:
+        o = self.options
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, o.hwm)
+        sock.setsockopt(zmq.RCVHWM, o.hwm)
+        sock.setsockopt(zmq.MAXMSGSIZE, o.chunk_bytes + wire.HEADER_CAP)
+        sock.setsockopt(zmq.HEARTBEAT_IVL, o.heartbeat_ms)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, max(3 * o.heartbeat_ms, int(o.lease_s * 1000)))
+        sock.setsockopt(zmq.HEARTBEAT_TTL, max(3 * o.heartbeat_ms, int(o.lease_s * 1000)))
+
+    def _start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"fedcore-{self.peer_label}-io", daemon=True)
+        self._thread.start()
+
+    # ---------- user API ----------
+    def _next_seq(self) -> int:
+        with self._seq_lock:
+            self._seq += 1
+            return self._seq
+
+    def _submit(self, peer: str | None, tensors, meta, *, step: int, codec: str, kind: str = "data") -> SendHandle:
+        if self._closed:
+            raise TransportError(f"{type(self).__name__} is closed")
+        if meta is None:
+            meta = {}
+        if not isinstance(meta, dict):
+            raise TypeError("meta must be a dict of small plain values")
+        out = build_outgoing(seq=self._next_seq(), session=self.session, step=step, kind=kind, meta=meta,
+                             codec=codec, tensors=tensors, chunk_bytes=self.options.chunk_bytes,
+                             max_bytes=self.options.max_transfer_bytes)  # fmt: skip
+        self._commands.put(("send", peer, out))
+        self._wake()
+        return out.handle
+
+    def recv(self, timeout: float | None = None) -> Message:
+        """The next completed transfer. Raises ``PeerTimeout`` (a peer's lease ran out, or nothing
+        arrived within ``timeout`` seconds), or the ``AuthError``/``ProtocolError`` a peer sent."""
+        try:
+            item = self._inbox.get(timeout=timeout)
+        except queue.Empty:
+            raise PeerTimeout(f"no message within {timeout} s") from None
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    def stats(self) -> dict[str, Any]:
+        """Bytes and messages sent and received, per message kind."""
+        return {"sent": self.meter_out.snapshot(), "received": self.meter_in.snapshot(),
+                "sent_messages": dict(self.meter_out.messages), "received_messages": dict(self.meter_in.messages),
+                "refused": len(self.errors)}  # fmt: skip
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the I/O thread and close every socket (LINGER 0: unsent data is dropped)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        self._wake()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._close_sockets()
+        self._before_term()
+        self.ctx.term()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"x")
+        except (BlockingIOError, OSError):
+            pass  # a full wake pipe already wakes the thread
+
+    # ---------- subclass hooks ----------
+    def _sockets(self) -> list[zmq.Socket]:
+        raise NotImplementedError  # abstract: Server and Client define it
+
+    def _close_sockets(self) -> None:
+        for sock in self._sockets():
+            sock.close(linger=0)
+
+    def _read_message(self, sock: zmq.Socket) -> None:
+        raise NotImplementedError  # abstract
+
+    def _before_term(self) -> None:
+        """Close what else holds sockets in this context (e.g. the ZAP authenticator)."""
+
+    def _handle_command(self, command: tuple) -> None:
+        kind, peer_id, out = command
+        peer = self._route_for(peer_id)
+        if peer is None:
+            out.handle.fail(TransportError(f"unknown {self.peer_label} {peer_id!r}: not connected"))
+            return
+        peer.outbox.append(out)
+
+    def _route_for(self, peer_id: str | None) -> Peer | None:
+        raise NotImplementedError  # abstract
+
+    def _periodic(self, now: float) -> None:
+        """Subclass housekeeping once per loop (allow-list refresh, key rotation)."""
+
+    # ---------- the loop ----------
+    def _run(self) -> None:
+        poller = zmq.Poller()
+        registered: set = set()
+        poller.register(self._wake_r, zmq.POLLIN)
+        while not self._stop.is_set():
+            try:
+                self._step(poller, registered)
+            except Exception as err:  # noqa: BLE001 - the I/O thread must outlive any one bad event
+                self.errors.append(("io-thread", f"{type(err).__name__}: {err}"))
+                time.sleep(0.01)
+
+    def _step(self, poller: zmq.Poller, registered: set) -> None:
+        for sock in self._sockets():
+            if sock not in registered:
+                poller.register(sock, zmq.POLLIN)
+                registered.add(sock)
+        for sock in list(registered):
+            if sock.closed:
+                poller.unregister(sock)
+                registered.discard(sock)
+        events = dict(poller.poll(self._poll_ms()))
+        if self._wake_r.fileno() in events or self._wake_r in events:
+            try:
+                while self._wake_r.recv(4096):
+                    pass
+            except (BlockingIOError, OSError):
+                pass
+        while True:
+            try:
+                self._handle_command(self._commands.get_nowait())
+            except queue.Empty:
+                break
+        for sock in list(registered):
+            if events.get(sock):
+                for _ in range(64):  # bounded: senders do not starve
+                    try:
+                        self._read_message(sock)
+                    except zmq.Again:
+                        break
+        now = time.monotonic()
+        self._flush(now)
+        self._release_sent()
+        self._housekeeping(now)
+        self._periodic(now)
+
+    def _poll_ms(self) -> int:
+        busy = self._sending or any(p.outbox or p.control for p in self._peers.values())
+        return 1 if busy else 50
+
+    # ---------- sending ----------
+    def _send_frames(self, peer: Peer, frames: list[Any], *, track: bool) -> Any:
+        if peer.route is not None:
+            frames = [peer.route, *frames]
+        return peer.sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False, track=track)
+
+    def _control(self, peer: Peer, kind: str, **fields: Any) -> None:
+        peer.control.append((kind, [wire.pack({"v": wire.VERSION, "kind": kind, **fields})]))
+
+    def _flush(self, now: float) -> None:
+        for peer in list(self._peers.values()):
+            try:
+                self._flush_peer(peer, now)
+            except zmq.Again:
+                continue  # this peer's queue is full; others go on
+            except zmq.ZMQError as err:
+                if err.errno == zmq.EHOSTUNREACH:  # ROUTER_MANDATORY: the peer is gone
+                    self._drop_peer(peer, PeerTimeout(f"{self.peer_label} {peer.pid} is unreachable", peer=peer.pid))
+                else:
+                    raise
+
+    def _flush_peer(self, peer: Peer, now: float) -> None:
+        while peer.control:
+            kind, frames = peer.control[0]
+            self._send_frames(peer, frames, track=False)
+            peer.control.popleft()
+            self.meter_out.add(kind, len(frames[0]))
+            peer.last_sent = now
+        while peer.outbox:
+            out: Outgoing = peer.outbox[0]
+            frames = out.messages[out.next_index]
+            size = sum(len(f) for f in frames)
+            if peer.bucket.ready_at(out.enqueued) > now:
+                return
+            tracker = self._send_frames(peer, frames, track=True)
+            peer.bucket.consume(size)
+            out.trackers.append(tracker)
+            out.next_index += 1
+            peer.last_sent = out.last_sent = now
+            if out.next_index == len(out.messages):
+                peer.outbox.popleft()
+                self.meter_out.add(out.kind, out.nbytes)
+                out.sends += 1
+                peer.unacked[out.seq] = out
+                self._sending.append(out)
+
+    def _release_sent(self) -> None:
+        """Mark transfers whose frames libzmq released (MessageTracker.done) as sent."""
+        still = []
+        for out in self._sending:
+            if all(t is None or t.done for t in out.trackers):
+                out.trackers.clear()
+                out.handle.sent.set()
+            else:
+                still.append(out)
+        self._sending = still
+
+    # ---------- receiving ----------
+    def _allocate(self, nbytes: int) -> torch.Tensor:
+        if self._inflight + nbytes > self.options.max_inflight_bytes:
+            raise ProtocolError(f"busy: {self._inflight} bytes in flight; transfer of {nbytes} refused")
+        self._inflight += nbytes
+        buf = torch.empty(nbytes, dtype=torch.uint8)
+        return buf.pin_memory() if self.options.use_pinned and nbytes else buf
+
+    def _on_frames(self, peer: Peer, sock: zmq.Socket, header: dict[str, Any], more: bool) -> None:
+        """Dispatch one message whose header is parsed; payload frames (if any) are still queued."""
+        kind = header["kind"]
+        peer.last_seen = time.monotonic()
+        self.meter_in.add(kind, 0)
+        if kind in ("data", "chunk"):
+            self._on_payload(peer, sock, header, more)
+            return
+        if more:
+            raise ProtocolError(f"'{kind}' message must be a single frame")
+        if kind == "ack":
+            out = peer.unacked.pop(wire._int(header.get("seq"), "ack seq"), None)
+            if out is not None:
+                out.handle.acked.set()
+        elif kind == "ping":
+            self._control(peer, "pong")
+        elif kind == "error":
+            self._on_error(peer, header)
+        elif kind == "bye":
+            self._on_bye(peer, header)
+        elif kind == "rekey":
+            self._on_rekey(peer, header)
+
+    def _on_payload(self, peer: Peer, sock: zmq.Socket, header: dict[str, Any], more: bool) -> None:
+        if header["kind"] == "data":
+            if peer.incoming is not None:
+                raise ProtocolError("a new transfer started before the previous one finished")
+            session, seq = header.get("session"), header.get("seq")
+            if isinstance(session, str) and type(seq) is int and seq <= peer.delivered.get(session, 0):
+                self._control(peer, "ack", seq=seq)  # a duplicate (resend after reconnect): ack, don't apply
+                peer.discard_seq = seq
+                self._drain(sock, more)
+                return
+            peer.discard_seq = None
+            peer.incoming = Incoming(header, max_bytes=self.options.max_transfer_bytes, allocate=self._allocate)
+        else:
+            if peer.discard_seq is not None and header.get("seq") == peer.discard_seq:
+                self._drain(sock, more)
+                return
+            if peer.incoming is None or header.get("seq") != peer.incoming.header["seq"]:
+                raise ProtocolError("chunk without a transfer in progress")
+        inc = peer.incoming
+        off = wire._int(header.get("off"), "chunk offset")
+        n = wire._int(header.get("n"), "chunk size")
+        got = 0
+        while more:
+            view = inc.view()[got:]
+            size = sock.recv_into(view) if len(view) else len(sock.recv(copy=False))
+            if size > len(view):
+                raise ProtocolError(f"payload frame of {size} bytes overruns the transfer")
+            got += size
+            more = bool(sock.getsockopt(zmq.RCVMORE))
+        inc.write(off, n, got)
+        self.meter_in.add("payload", got)
+        if inc.complete:
+            peer.incoming = None
+            self._inflight -= inc.total
+            message = inc.message(peer.pid)
+            peer.delivered[message.session] = message.seq
+            self._control(peer, "ack", seq=message.seq)
+            self._inbox.put(message)
+
+    def _drain(self, sock: zmq.Socket, more: bool) -> None:
+        while more:
+            sock.recv(copy=False)
+            more = bool(sock.getsockopt(zmq.RCVMORE))
+
+    def _on_error(self, peer: Peer, header: dict[str, Any]) -> None:
+        reason = str(header.get("reason", ""))[:500]
+        cls = AuthError if header.get("auth") else ProtocolError
+        self._inbox.put(cls(f"{self.peer_label} {peer.pid} refused our message: {reason}", peer=peer.pid))
+
+    def _on_bye(self, peer: Peer, header: dict[str, Any]) -> None:
+        self._drop_peer(peer, None)
+
+    def _on_rekey(self, peer: Peer, header: dict[str, Any]) -> None:
+        raise ProtocolError("unexpected rekey")
+
+    # ---------- liveness ----------
+    def _housekeeping(self, now: float) -> None:
+        lease = self.options.lease_s
+        for peer in list(self._peers.values()):
+            if now - peer.last_seen > lease:
+                self._drop_peer(peer, PeerTimeout(
+                    f"{self.peer_label} {peer.pid} silent for {now - peer.last_seen:.1f} s (lease {lease} s)",
+                    peer=peer.pid))  # fmt: skip
+                continue
+            if now - peer.last_sent > lease / 4 and not peer.outbox:
+                self._control(peer, "ping")
+            if self.options.resend_s > 0:
+                for out in list(peer.unacked.values()):
+                    if out.handle.sent.is_set() and now - out.last_sent > self.options.resend_s and out.sends < 5:
+                        peer.unacked.pop(out.seq)
+                        out.next_index, out.enqueued = 0, now
+                        peer.outbox.append(out)
+
+    def _drop_peer(self, peer: Peer, error: Exception | None) -> None:
+        self._peers.pop(peer.pid, None)
+        if peer.incoming is not None:
+            self._inflight -= peer.incoming.total
+            peer.incoming = None
+        failure = error or TransportError(f"{self.peer_label} {peer.pid} left")
+        for out in [*peer.outbox, *peer.unacked.values()]:
+            out.handle.fail(failure)
+        if error is not None:
+            self._inbox.put(error)
+
+    def _refuse(self, peer: Peer | None, route: bytes | None, err: Exception, sock: zmq.Socket) -> None:
+        """A peer broke the protocol or auth: tell it (best effort), forget it, ignore it a while."""
+        pid = peer.pid if peer else (route.hex() if route else "?")
+        self.errors.append((pid, str(err)))
+        frames = [wire.pack({"v": wire.VERSION, "kind": "error", "reason": str(err)[:500],
+                             "auth": isinstance(err, AuthError)}),]  # fmt: skip
+        try:
+            sock.send_multipart([route, *frames] if route is not None else frames, flags=zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass
+        if peer is not None:
+            self._drop_peer(peer, None)
+        if route is not None and self.options.ban_s > 0:
+            self._banned[route] = time.monotonic() + self.options.ban_s
