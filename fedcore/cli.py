@@ -15,6 +15,18 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a job; with no config, the embedded default split fine-tuning")
     run.add_argument("config", nargs="?", help="TOML config (see fedcore/configs/default.toml)")
     run.add_argument("--out", help="output directory (overrides [output] dir)")
+    keys = sub.add_parser("keys", help="CurveZMQ keys: new keypairs and the server's allow-list")
+    verbs = keys.add_subparsers(dest="verb", required=True)
+    new = verbs.add_parser("new", help="create NAME.key (public) and NAME.key_secret in DIR")
+    new.add_argument("name")
+    new.add_argument("--dir", default=".", help="where to write the files (default: .)")
+    allow = verbs.add_parser("allow", help="add a client's public NAME.key to an allow-list directory")
+    allow.add_argument("allow_dir")
+    allow.add_argument("public_key_file")
+    revoke = verbs.add_parser("revoke", help="remove NAME.key from an allow-list (the server refuses "
+                              "that client's next message)")  # fmt: skip
+    revoke.add_argument("allow_dir")
+    revoke.add_argument("name")
     return parser
 
 
@@ -32,6 +44,25 @@ def main(argv: list[str] | None = None) -> int:
         if args.out:
             config.output.dir = args.out
         run_main_job(config)
+    elif args.command == "keys":
+        return _keys(args)
+    return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from fedcore.transport import keys
+
+    try:
+        if args.verb == "new":
+            public, secret = keys.save_keypair(args.dir, args.name)
+            print(f"wrote {public} (share it) and {secret} (keep it private)")
+        elif args.verb == "allow":
+            print(f"allowed {keys.allow(args.allow_dir, args.public_key_file)}")
+        elif args.verb == "revoke":
+            print(f"revoked {keys.revoke(args.allow_dir, args.name)}")
+    except ValueError as err:
+        print(f"fedcore keys: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

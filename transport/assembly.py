@@ -48,16 +48,33 @@ def encode_tensors(tensors: Mapping[str, torch.Tensor], codec: str) -> tuple[lis
         out = out.to("cpu").contiguous()  # non-contiguous tensors are copied, never refused
         nbytes = out.numel() * out.element_size()
         offset = wire.align(offset)
-        specs.append(wire.TensorSpec(name, wire.DTYPE_NAMES[out.dtype], tuple(out.shape), offset, nbytes,
-                                     codec, wire.DTYPE_NAMES[orig] if orig is not None else None))
+        specs.append(
+            wire.TensorSpec(
+                name,
+                wire.DTYPE_NAMES[out.dtype],
+                tuple(out.shape),
+                offset,
+                nbytes,
+                codec,
+                wire.DTYPE_NAMES[orig] if orig is not None else None,
+            )
+        )
         wires.append(out)
         offset += nbytes
     return specs, wires
 
 
 def build_outgoing(
-    *, seq: int, session: str, step: int, kind: str, meta: Mapping[str, Any], codec: str,
-    tensors: Mapping[str, torch.Tensor], chunk_bytes: int, max_bytes: int,
+    *,
+    seq: int,
+    session: str,
+    step: int,
+    kind: str,
+    meta: Mapping[str, Any],
+    codec: str,
+    tensors: Mapping[str, torch.Tensor],
+    chunk_bytes: int,
+    max_bytes: int,
 ) -> Outgoing:
     """Prebuild the messages of one transfer: header + first chunk, then chunk messages."""
     specs, wires = encode_tensors(tensors, codec)
@@ -144,5 +161,13 @@ class Incoming:
             raw = wire.tensor_from_bytes(self.buffer, spec)
             orig = wire.DTYPES[spec.orig_dtype] if spec.orig_dtype else None
             tensors[spec.name] = codec.decode(raw, orig)
-        return Message(peer=peer, kind=h["kind"], meta=h["meta"], tensors=tensors, session=h["session"],
-                       step=h["step"], seq=h["seq"], nbytes=self.total)
+        return Message(
+            peer=peer,
+            kind=h["kind"],
+            meta=h["meta"],
+            tensors=tensors,
+            session=h["session"],
+            step=h["step"],
+            seq=h["seq"],
+            nbytes=self.total,
+        )

@@ -64,7 +64,9 @@ class Client(Endpoint):
             sock.curve_publickey = self.keys.public
             sock.curve_serverkey = server_key
         # handshake failures (e.g. our key is not on the server's allow-list) surface as AuthError
-        self._monitors.append(sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL))
+        self._monitors.append(
+            sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
+        )
         sock.connect(connect)
         self._socks.append(sock)
         return sock

@@ -60,6 +60,7 @@ class InProcessEndpoint:
             seq = self._seq
         received = {}
         from fedcore.codec import get_codec
+
         from .wire import DTYPES
 
         for spec, w in zip(specs, wires, strict=True):

@@ -90,7 +90,9 @@ class EndpointOptions:
 
     def __post_init__(self) -> None:
         if not 64 * 1024 <= self.chunk_bytes <= 256 * MiB:
-            raise ValueError(f"chunk_bytes must be in [64 KiB, 256 MiB] (4-16 MiB suits most links), got {self.chunk_bytes}")
+            raise ValueError(
+                f"chunk_bytes must be in [64 KiB, 256 MiB] (4-16 MiB suits most links), got {self.chunk_bytes}"
+            )
         if self.lease_s <= 0 or self.heartbeat_ms <= 0 or self.hwm < 1 or self.io_threads < 1:
             raise ValueError("lease_s, heartbeat_ms, hwm and io_threads must be positive")
         if self.max_transfer_bytes < 1 or self.max_inflight_bytes < self.max_transfer_bytes:

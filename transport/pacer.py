@@ -43,7 +43,9 @@ class TokenBucket:
         if self._rate is None:
             return earliest
         self._refill()
-        return max(earliest, self._stamp + max(0.0, -self._tokens) / self._rate)
+        if self._tokens >= 0:
+            return earliest
+        return max(earliest, self._stamp - self._tokens / self._rate)
 
     def consume(self, nbytes: int) -> None:
         if self._rate is not None:

@@ -28,9 +28,7 @@ def is_local_address(address: str) -> bool:
 def require_secure_or_local(address: str, plaintext: bool) -> None:
     """Refuse plaintext anywhere but loopback or ipc: CURVE is the default everywhere else."""
     if plaintext and not is_local_address(address):
-        raise ValueError(
-            f"plaintext is allowed only on loopback or ipc, not {address!r}: pass keys (CURVE) instead"
-        )
+        raise ValueError(f"plaintext is allowed only on loopback or ipc, not {address!r}: pass keys (CURVE) instead")
 
 
 def start_authenticator(ctx: zmq.Context, allowed: AllowList) -> ThreadAuthenticator:

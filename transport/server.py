@@ -148,6 +148,10 @@ class Server(Endpoint):
                     if peer.sock is sock:
                         self._drop_peer(peer, None)
 
+    def _on_error(self, peer: Peer, header: dict[str, Any]) -> None:
+        # a client's complaint is recorded, never raised: one client must not disrupt the server's loop
+        self.errors.append((peer.pid, f"client reported: {str(header.get('reason', ''))[:200]}"))
+
     def _route_for(self, peer_id: str | None) -> Peer | None:
         if peer_id is None:
             raise ValueError("Server.send needs the peer id of a client (Message.peer)")

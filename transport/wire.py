@@ -75,9 +75,7 @@ def unpack(frame: bytes | memoryview) -> dict[str, Any]:
     if len(frame) > HEADER_CAP:
         raise ProtocolError(f"header frame of {len(frame)} bytes exceeds the {HEADER_CAP}-byte cap")
     try:
-        obj = msgpack.unpackb(
-            bytes(frame), raw=False, strict_map_key=True, ext_hook=_reject_ext
-        )
+        obj = msgpack.unpackb(bytes(frame), raw=False, strict_map_key=True, ext_hook=_reject_ext)
     except ProtocolError:
         raise
     except Exception as err:  # msgpack raises several types for malformed input
