@@ -153,7 +153,7 @@ class Incoming:
     def complete(self) -> bool:
         return self.received == self.total
 
-    def message(self, peer: str) -> Message:
+    def message(self, peer: str, release=None) -> Message:
         h = self.header
         tensors = {}
         for spec in self.specs:
@@ -170,4 +170,6 @@ class Incoming:
             step=h["step"],
             seq=h["seq"],
             nbytes=self.total,
+            _buffer=self.buffer if release is not None else None,
+            _release=release,
         )

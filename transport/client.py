@@ -112,7 +112,7 @@ class Client(Endpoint):
             self._on_frames(peer, sock, wire.unpack(head.buffer), more)
         except (ProtocolError, ValueError, TypeError, RuntimeError, KeyError) as err:
             err = err if isinstance(err, ProtocolError) else ProtocolError(f"unprocessable: {err}")
-            peer.incoming = None
+            self._abort_incoming(peer)
             self._drain(sock, bool(sock.getsockopt(zmq.RCVMORE)))
             self.errors.append((SERVER, str(err)))
             self._inbox.put(err)

@@ -25,6 +25,7 @@ from fedcore.accounting import ByteMeter
 
 from . import wire
 from .assembly import Incoming, Outgoing, build_outgoing
+from .buffers import BufferPool
 from .errors import AuthError, PeerTimeout, ProtocolError, TransportError
 from .messages import EndpointOptions, Message, SendHandle
 from .pacer import TokenBucket
@@ -71,6 +72,7 @@ class Endpoint:
         self._peers: dict[str, Peer] = {}
         self._banned: dict[bytes, float] = {}
         self._inflight = 0
+        self.buffers = BufferPool(pinned=self.options.use_pinned)
         self._sending: list[Outgoing] = []  # fully queued, waiting for libzmq to release frames
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -295,8 +297,7 @@ class Endpoint:
         if self._inflight + nbytes > self.options.max_inflight_bytes:
             raise ProtocolError(f"busy: {self._inflight} bytes in flight; transfer of {nbytes} refused")
         self._inflight += nbytes
-        buf = torch.empty(nbytes, dtype=torch.uint8)
-        return buf.pin_memory() if self.options.use_pinned and nbytes else buf
+        return self.buffers.take(nbytes)
 
     def _on_frames(self, peer: Peer, sock: zmq.Socket, header: dict[str, Any], more: bool) -> None:
         """Dispatch one message whose header is parsed; payload frames (if any) are still queued."""
@@ -355,7 +356,7 @@ class Endpoint:
         if inc.complete:
             peer.incoming = None
             self._inflight -= inc.total
-            message = inc.message(peer.pid)
+            message = inc.message(peer.pid, release=self.buffers.give)
             peer.delivered[message.session] = message.seq
             self._control(peer, "ack", seq=message.seq)
             self._inbox.put(message)
@@ -396,14 +397,19 @@ class Endpoint:
 
     def _drop_peer(self, peer: Peer, error: Exception | None) -> None:
         self._peers.pop(peer.pid, None)
-        if peer.incoming is not None:
-            self._inflight -= peer.incoming.total
-            peer.incoming = None
+        self._abort_incoming(peer)
         failure = error or TransportError(f"{self.peer_label} {peer.pid} left")
         for out in [*peer.outbox, *peer.unacked.values()]:
             out.handle.fail(failure)
         if error is not None:
             self._inbox.put(error)
+
+    def _abort_incoming(self, peer: Peer) -> None:
+        """Forget a partly received transfer and recycle its buffer."""
+        if peer.incoming is not None:
+            self._inflight -= peer.incoming.total
+            self.buffers.give(peer.incoming.buffer)
+            peer.incoming = None
 
     def _refuse(self, peer: Peer | None, route: bytes | None, err: Exception, sock: zmq.Socket) -> None:
         """A peer broke the protocol or auth: tell it (best effort), forget it, ignore it a while."""

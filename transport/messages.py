@@ -32,6 +32,22 @@ class Message:
     step: int
     seq: int
     nbytes: int
+    _buffer: torch.Tensor | None = field(default=None, repr=False, compare=False)
+    _release: Any = field(default=None, repr=False, compare=False)
+
+    def release(self) -> None:
+        """Hand the receive buffer back for reuse. Raw-codec tensors are views of it: do not use
+        them afterwards (``clone()`` what you keep). Without a call the buffer is simply freed."""
+        if self._buffer is not None and self._release is not None:
+            buffer, self._buffer = self._buffer, None
+            self.tensors = {}
+            self._release(buffer)
+
+    def __enter__(self) -> Message:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 class SendHandle:
