@@ -221,8 +221,13 @@ def _gloo_worker(rank: int, port: int, plan: list[tuple[int, int, int]], results
     import torch.distributed as dist
 
     try:
-        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
-                                timeout=dt.timedelta(seconds=TIMEOUT_S))  # fmt: skip
+        dist.init_process_group(
+            "gloo",
+            init_method=f"tcp://127.0.0.1:{port}",
+            rank=rank,
+            world_size=2,
+            timeout=dt.timedelta(seconds=TIMEOUT_S),
+        )
         times: dict[int, list[float]] = {}
         for mib, warmup, repeats in plan:
             buf = torch.ones(mib * MiB, dtype=torch.uint8) if rank == 0 else torch.zeros(mib * MiB, dtype=torch.uint8)
@@ -301,8 +306,15 @@ def throughput(sizes: list[int], repeats: int) -> tuple[list[dict], dict[tuple[s
             for name, ts in times.items():
                 sec = statistics.median(ts)
                 gbps[(name, mib)] = mib * MiB / sec / 1e9
-                rows.append({"case": f"{mib} MiB", "impl": name, "ms": round(sec * 1e3, 3),
-                             "GBps": round(gbps[(name, mib)], 3), "repeats": reps})  # fmt: skip
+                rows.append(
+                    {
+                        "case": f"{mib} MiB",
+                        "impl": name,
+                        "ms": round(sec * 1e3, 3),
+                        "GBps": round(gbps[(name, mib)], 3),
+                        "repeats": reps,
+                    }
+                )
     finally:
         for impl in impls.values():
             impl.close()
@@ -314,8 +326,15 @@ def throughput(sizes: list[int], repeats: int) -> tuple[list[dict], dict[tuple[s
             rows.append({"case": f"{mib} MiB", "impl": "gloo", "ms": None, "GBps": None, "note": gloo})
         else:
             sec = gloo[mib]
-            rows.append({"case": f"{mib} MiB", "impl": "gloo", "ms": round(sec * 1e3, 3),
-                         "GBps": round(mib * MiB / sec / 1e9, 3), "repeats": _repeats(mib, repeats)[1]})  # fmt: skip
+            rows.append(
+                {
+                    "case": f"{mib} MiB",
+                    "impl": "gloo",
+                    "ms": round(sec * 1e3, 3),
+                    "GBps": round(mib * MiB / sec / 1e9, 3),
+                    "repeats": _repeats(mib, repeats)[1],
+                }
+            )
     return rows, gbps
 
 
@@ -341,8 +360,15 @@ def latency(round_trips: int, warmup: int = 50) -> list[dict]:
         finally:
             pair.close()
         q = statistics.quantiles(us, n=100)
-        rows.append({"case": "64 B round trip", "impl": name, "p50_us": round(statistics.median(us), 1),
-                     "p99_us": round(q[98], 1), "round_trips": round_trips})  # fmt: skip
+        rows.append(
+            {
+                "case": "64 B round trip",
+                "impl": name,
+                "p50_us": round(statistics.median(us), 1),
+                "p99_us": round(q[98], 1),
+                "round_trips": round_trips,
+            }
+        )
     return rows
 
 
@@ -358,9 +384,11 @@ def _print(rows: list[dict], goals: list[dict]) -> None:
 
     print(f"{'case':<16} {'impl':<14} {'ms':>10} {'GB/s':>7} {'p50_us':>8} {'p99_us':>8}")
     for r in rows:
-        print(f"{r['case']:<16} {r['impl']:<14} {fmt(r.get('ms'), '10.3f')} {fmt(r.get('GBps'), '7.3f')} "
-              f"{fmt(r.get('p50_us'), '8.1f')} {fmt(r.get('p99_us'), '8.1f')}"
-              + (f"  {r['note']}" if r.get("note") else ""))  # fmt: skip
+        print(
+            f"{r['case']:<16} {r['impl']:<14} {fmt(r.get('ms'), '10.3f')} {fmt(r.get('GBps'), '7.3f')} "
+            f"{fmt(r.get('p50_us'), '8.1f')} {fmt(r.get('p99_us'), '8.1f')}"
+            + (f"  {r['note']}" if r.get("note") else "")
+        )
     for g in goals:
         extra = f" ({g['pending']})" if g.get("pending") else ""
         print(f"goal: {g['name']}: measured {g['measured']} target {g['target']} met {g['met']}{extra}")
@@ -406,14 +434,27 @@ def main() -> None:
     rows, gbps = throughput(sizes, args.repeats)
     rows += latency(args.round_trips)
     goals = [
-        goal(f"fedcore plain / raw pyzmq throughput at {GOAL_MIB} MiB",
-             gbps[("fedcore-plain", GOAL_MIB)] / gbps[("pyzmq", GOAL_MIB)], ">= 0.9"),
-        goal(f"fedcore CURVE / single pyzmq CURVE connection throughput at {GOAL_MIB} MiB",
-             gbps[("fedcore-curve", GOAL_MIB)] / gbps[("pyzmq-curve", GOAL_MIB)], ">= 2.0"),
-    ]  # fmt: skip
+        goal(
+            f"fedcore plain / raw pyzmq throughput at {GOAL_MIB} MiB",
+            gbps[("fedcore-plain", GOAL_MIB)] / gbps[("pyzmq", GOAL_MIB)],
+            ">= 0.9",
+        ),
+        goal(
+            f"fedcore CURVE / single pyzmq CURVE connection throughput at {GOAL_MIB} MiB",
+            gbps[("fedcore-curve", GOAL_MIB)] / gbps[("pyzmq-curve", GOAL_MIB)],
+            ">= 2.0",
+        ),
+    ]
     if not torch.cuda.is_available():
-        goals.append({"name": "overlap efficiency with two slots", "measured": None, "target": ">= 0.90",
-                      "met": None, "pending": "no GPU in this run"})  # fmt: skip
+        goals.append(
+            {
+                "name": "overlap efficiency with two slots",
+                "measured": None,
+                "target": ">= 0.90",
+                "met": None,
+                "pending": "no GPU in this run",
+            }
+        )
     path = write_results("transport", rows, goals, out=args.out, limits=limits)
     print(f"wrote {path}")
     _print(rows, goals)

@@ -23,8 +23,9 @@ def _parser() -> argparse.ArgumentParser:
     allow = verbs.add_parser("allow", help="add a client's public NAME.key to an allow-list directory")
     allow.add_argument("allow_dir")
     allow.add_argument("public_key_file")
-    revoke = verbs.add_parser("revoke", help="remove NAME.key from an allow-list (the server refuses "
-                              "that client's next message)")  # fmt: skip
+    revoke = verbs.add_parser(
+        "revoke", help="remove NAME.key from an allow-list (the server refuses that client's next message)"
+    )
     revoke.add_argument("allow_dir")
     revoke.add_argument("name")
     return parser

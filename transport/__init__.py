@@ -21,7 +21,24 @@ from .pacer import LinkShape, TokenBucket  # noqa: E402
 from .server import Server  # noqa: E402
 
 __all__ = [
-    "AllowList", "AuthError", "Client", "EndpointOptions", "InProcessEndpoint", "InProcessHub", "Keypair",
-    "Link", "LinkShape", "Message", "PeerTimeout", "ProtocolError", "SendHandle", "Server", "TokenBucket",
-    "TransportError", "allow", "load_keypair", "revoke", "save_keypair",
-]  # fmt: skip
+    "AllowList",
+    "AuthError",
+    "Client",
+    "EndpointOptions",
+    "InProcessEndpoint",
+    "InProcessHub",
+    "Keypair",
+    "Link",
+    "LinkShape",
+    "Message",
+    "PeerTimeout",
+    "ProtocolError",
+    "SendHandle",
+    "Server",
+    "TokenBucket",
+    "TransportError",
+    "allow",
+    "load_keypair",
+    "revoke",
+    "save_keypair",
+]

@@ -21,7 +21,7 @@ class Outgoing:
     """One transfer, prebuilt as a list of ZeroMQ messages (each a list of frames)."""
 
     seq: int
-    kind: str
+    kind: str  # the accounting tag (e.g. "h_A"); on the wire every transfer is of kind "data"
     messages: list[list[Any]]
     nbytes: int  # payload + header bytes
     handle: SendHandle
@@ -75,6 +75,7 @@ def build_outgoing(
     tensors: Mapping[str, torch.Tensor],
     chunk_bytes: int,
     max_bytes: int,
+    tag: str = "data",
 ) -> Outgoing:
     """Prebuild the messages of one transfer: header + first chunk, then chunk messages."""
     specs, wires = encode_tensors(tensors, codec)
@@ -98,17 +99,29 @@ def build_outgoing(
             pieces[idx].append(view[start : start + take])
             start += take
             pos += take
-    head = {"v": wire.VERSION, "kind": kind, "session": session, "step": step, "seq": seq, "codec": codec,
-            "meta": dict(meta), "tensors": [s.as_wire() for s in specs], "total": total,
-            "chunks": len(pieces), "off": 0, "n": sum(len(p) for p in pieces[0])}  # fmt: skip
+    head = {
+        "v": wire.VERSION,
+        "kind": kind,
+        "tag": tag,
+        "session": session,
+        "step": step,
+        "seq": seq,
+        "codec": codec,
+        "meta": dict(meta),
+        "tensors": [s.as_wire() for s in specs],
+        "total": total,
+        "chunks": len(pieces),
+        "off": 0,
+        "n": sum(len(p) for p in pieces[0]),
+    }
     messages = [[wire.pack(head), *pieces[0]]]
-    off = head["n"]
+    off = sum(len(p) for p in pieces[0])
     for chunk in pieces[1:]:
         n = sum(len(p) for p in chunk)
         messages.append([wire.pack({"v": wire.VERSION, "kind": "chunk", "seq": seq, "off": off, "n": n}), *chunk])
         off += n
     header_bytes = sum(len(m[0]) for m in messages)
-    return Outgoing(seq, kind, messages, total + header_bytes, SendHandle(seq), wires)
+    return Outgoing(seq, tag, messages, total + header_bytes, SendHandle(seq), wires)
 
 
 _PADDING = memoryview(bytes(wire.ALIGN))
@@ -118,7 +131,7 @@ class Incoming:
     """A transfer being received: header validated, buffer allocated, chunks written in order."""
 
     def __init__(self, header: dict[str, Any], *, max_bytes: int, allocate) -> None:
-        for key in ("session", "codec"):
+        for key in ("session", "codec", "tag"):
             if not isinstance(header.get(key), str) or len(header[key]) > 64:
                 raise ProtocolError(f"data header needs a short str {key!r}")
         for key in ("step", "seq", "chunks", "total"):
@@ -147,7 +160,7 @@ class Incoming:
 
     def view(self) -> memoryview:
         """The unfilled rest of the buffer, for recv_into."""
-        return memoryview(self.buffer.numpy()).cast("B")[self.received :]
+        return memoryview(self.buffer.numpy()).cast("B")[self.received :]  # type: ignore[arg-type]
 
     @property
     def complete(self) -> bool:
@@ -163,7 +176,7 @@ class Incoming:
             tensors[spec.name] = codec.decode(raw, orig)
         return Message(
             peer=peer,
-            kind=h["kind"],
+            kind=h["tag"],
             meta=h["meta"],
             tensors=tensors,
             session=h["session"],

@@ -43,8 +43,9 @@ class Client(Endpoint):
     ):
         require_secure_or_local(connect, plaintext)
         if not plaintext and (keys is None or keys.secret is None or server_key is None):
-            raise ValueError("a CURVE client needs keys=Keypair(public, secret) and server_key; "
-                             "or plaintext=True on loopback")  # fmt: skip
+            raise ValueError(
+                "a CURVE client needs keys=Keypair(public, secret) and server_key; or plaintext=True on loopback"
+            )
         super().__init__(options)
         self.keys, self.plaintext = keys, plaintext
         self._socks: list[zmq.Socket] = []
@@ -71,17 +72,32 @@ class Client(Endpoint):
         self._socks.append(sock)
         return sock
 
-    def send(self, tensors: Mapping[str, torch.Tensor], meta: dict[str, Any] | None = None, *,
-             step: int = 0, codec: str = "raw") -> SendHandle:  # fmt: skip
+    def send(
+        self,
+        tensors: Mapping[str, torch.Tensor],
+        meta: dict[str, Any] | None = None,
+        *,
+        step: int = 0,
+        codec: str = "raw",
+        tag: str = "data",
+    ) -> SendHandle:
         """Queue named tensors (+ small meta) for the server; returns at once with a handle."""
-        return self._submit(SERVER, tensors, meta, step=step, codec=codec)
+        return self._submit(SERVER, tensors, meta, step=step, codec=codec, tag=tag)
 
-    def send_to(self, peer: str, tensors: Mapping[str, torch.Tensor], meta: dict[str, Any] | None = None, *,
-                step: int = 0, codec: str = "raw") -> SendHandle:  # fmt: skip
+    def send_to(
+        self,
+        peer: str,
+        tensors: Mapping[str, torch.Tensor],
+        meta: dict[str, Any] | None = None,
+        *,
+        step: int = 0,
+        codec: str = "raw",
+        tag: str = "data",
+    ) -> SendHandle:
         """The Link interface: a client's only peer is the server."""
         if peer != SERVER:
             raise ValueError(f"a Client sends only to {SERVER!r}, not {peer!r}")
-        return self.send(tensors, meta, step=step, codec=codec)
+        return self.send(tensors, meta, step=step, codec=codec, tag=tag)
 
     # ---------- I/O thread ----------
     def _sockets(self) -> list[zmq.Socket]:
@@ -91,8 +107,12 @@ class Client(Endpoint):
         if sock in self._monitors:
             event = recv_monitor_message(sock, zmq.NOBLOCK)
             what = "rejected our key" if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH else "failed the handshake"
-            self._inbox.put(AuthError(f"server {what} (is this client's public key on its allow-list, and "
-                                      "the server key right?)", peer=SERVER))  # fmt: skip
+            self._inbox.put(
+                AuthError(
+                    f"server {what} (is this client's public key on its allow-list, and the server key right?)",
+                    peer=SERVER,
+                )
+            )
             return
         self._read_data(sock)
 

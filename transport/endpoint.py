@@ -99,16 +99,27 @@ class Endpoint:
             self._seq += 1
             return self._seq
 
-    def _submit(self, peer: str | None, tensors, meta, *, step: int, codec: str, kind: str = "data") -> SendHandle:
+    def _submit(self, peer: str | None, tensors, meta, *, step: int, codec: str, tag: str = "data") -> SendHandle:
         if self._closed:
             raise TransportError(f"{type(self).__name__} is closed")
         if meta is None:
             meta = {}
         if not isinstance(meta, dict):
             raise TypeError("meta must be a dict of small plain values")
-        out = build_outgoing(seq=self._next_seq(), session=self.session, step=step, kind=kind, meta=meta,
-                             codec=codec, tensors=tensors, chunk_bytes=self.options.chunk_bytes,
-                             max_bytes=self.options.max_transfer_bytes)  # fmt: skip
+        if not isinstance(tag, str) or not 0 < len(tag) <= 64:
+            raise ValueError(f"tag must be a non-empty str of <= 64 chars, got {tag!r}")
+        out = build_outgoing(
+            seq=self._next_seq(),
+            session=self.session,
+            step=step,
+            kind="data",
+            tag=tag,
+            meta=meta,
+            codec=codec,
+            tensors=tensors,
+            chunk_bytes=self.options.chunk_bytes,
+            max_bytes=self.options.max_transfer_bytes,
+        )
         self._commands.put(("send", peer, out))
         self._wake()
         return out.handle
@@ -126,9 +137,13 @@ class Endpoint:
 
     def stats(self) -> dict[str, Any]:
         """Bytes and messages sent and received, per message kind."""
-        return {"sent": self.meter_out.snapshot(), "received": self.meter_in.snapshot(),
-                "sent_messages": dict(self.meter_out.messages), "received_messages": dict(self.meter_in.messages),
-                "refused": len(self.errors)}  # fmt: skip
+        return {
+            "sent": self.meter_out.snapshot(),
+            "received": self.meter_in.snapshot(),
+            "sent_messages": dict(self.meter_out.messages),
+            "received_messages": dict(self.meter_in.messages),
+            "refused": len(self.errors),
+        }
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the I/O thread and close every socket (LINGER 0: unsent data is dropped)."""
@@ -303,7 +318,8 @@ class Endpoint:
         """Dispatch one message whose header is parsed; payload frames (if any) are still queued."""
         kind = header["kind"]
         peer.last_seen = time.monotonic()
-        self.meter_in.add(kind, 0)
+        if kind not in ("data", "chunk"):
+            self.meter_in.add(kind, 0)
         if kind in ("data", "chunk"):
             self._on_payload(peer, sock, header, more)
             return
@@ -352,11 +368,11 @@ class Endpoint:
             got += size
             more = bool(sock.getsockopt(zmq.RCVMORE))
         inc.write(off, n, got)
-        self.meter_in.add("payload", got)
         if inc.complete:
             peer.incoming = None
             self._inflight -= inc.total
             message = inc.message(peer.pid, release=self.buffers.give)
+            self.meter_in.add(message.kind, inc.total)
             peer.delivered[message.session] = message.seq
             self._control(peer, "ack", seq=message.seq)
             self._inbox.put(message)
@@ -382,9 +398,13 @@ class Endpoint:
         lease = self.options.lease_s
         for peer in list(self._peers.values()):
             if now - peer.last_seen > lease:
-                self._drop_peer(peer, PeerTimeout(
-                    f"{self.peer_label} {peer.pid} silent for {now - peer.last_seen:.1f} s (lease {lease} s)",
-                    peer=peer.pid))  # fmt: skip
+                self._drop_peer(
+                    peer,
+                    PeerTimeout(
+                        f"{self.peer_label} {peer.pid} silent for {now - peer.last_seen:.1f} s (lease {lease} s)",
+                        peer=peer.pid,
+                    ),
+                )
                 continue
             if now - peer.last_sent > lease / 4 and not peer.outbox:
                 self._control(peer, "ping")
@@ -415,8 +435,11 @@ class Endpoint:
         """A peer broke the protocol or auth: tell it (best effort), forget it, ignore it a while."""
         pid = peer.pid if peer else (route.hex() if route else "?")
         self.errors.append((pid, str(err)))
-        frames = [wire.pack({"v": wire.VERSION, "kind": "error", "reason": str(err)[:500],
-                             "auth": isinstance(err, AuthError)}),]  # fmt: skip
+        frames = [
+            wire.pack(
+                {"v": wire.VERSION, "kind": "error", "reason": str(err)[:500], "auth": isinstance(err, AuthError)}
+            ),
+        ]
         try:
             sock.send_multipart([route, *frames] if route is not None else frames, flags=zmq.NOBLOCK)
         except zmq.ZMQError:

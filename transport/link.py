@@ -28,8 +28,16 @@ SERVER = "server"
 class Link(Protocol):
     """send(peer, tensors, meta) / recv() -> Message. A client's peer is always "server"."""
 
-    def send_to(self, peer: str, tensors: Mapping[str, torch.Tensor], meta: dict[str, Any] | None = None, *,
-                step: int = 0, codec: str = "raw") -> SendHandle: ...  # fmt: skip
+    def send_to(
+        self,
+        peer: str,
+        tensors: Mapping[str, torch.Tensor],
+        meta: dict[str, Any] | None = None,
+        *,
+        step: int = 0,
+        codec: str = "raw",
+        tag: str = "data",
+    ) -> SendHandle: ...
 
     def recv(self, timeout: float | None = None) -> Message: ...
 
@@ -49,8 +57,16 @@ class InProcessEndpoint:
         self._lock = threading.Lock()
         self.closed = False
 
-    def send_to(self, peer: str, tensors: Mapping[str, torch.Tensor], meta: dict[str, Any] | None = None, *,
-                step: int = 0, codec: str = "raw") -> SendHandle:  # fmt: skip
+    def send_to(
+        self,
+        peer: str,
+        tensors: Mapping[str, torch.Tensor],
+        meta: dict[str, Any] | None = None,
+        *,
+        step: int = 0,
+        codec: str = "raw",
+        tag: str = "data",
+    ) -> SendHandle:
         target = self.hub.endpoints.get(peer)
         if target is None or target.closed:
             raise TransportError(f"no peer {peer!r} on this hub")
@@ -67,19 +83,36 @@ class InProcessEndpoint:
             orig = DTYPES[spec.orig_dtype] if spec.orig_dtype else None
             received[spec.name] = get_codec(spec.codec).decode(w.clone(), orig)
         nbytes = sum(s.nbytes for s in specs)
-        self.meter_out.add("data", nbytes)
-        target.meter_in.add("data", nbytes)
-        target.inbox.put(Message(peer=self.name, kind="data", meta=dict(meta or {}), tensors=received,
-                                 session=self.name, step=step, seq=seq, nbytes=nbytes))  # fmt: skip
+        self.meter_out.add(tag, nbytes)
+        target.meter_in.add(tag, nbytes)
+        target.inbox.put(
+            Message(
+                peer=self.name,
+                kind=tag,
+                meta=dict(meta or {}),
+                tensors=received,
+                session=self.name,
+                step=step,
+                seq=seq,
+                nbytes=nbytes,
+            )
+        )
         handle = SendHandle(seq)
         handle.sent.set()
         handle.acked.set()
         return handle
 
-    def send(self, tensors: Mapping[str, torch.Tensor], meta: dict[str, Any] | None = None, *,
-             step: int = 0, codec: str = "raw") -> SendHandle:  # fmt: skip
+    def send(
+        self,
+        tensors: Mapping[str, torch.Tensor],
+        meta: dict[str, Any] | None = None,
+        *,
+        step: int = 0,
+        codec: str = "raw",
+        tag: str = "data",
+    ) -> SendHandle:
         """Client-side shorthand: send to the server."""
-        return self.send_to(SERVER, tensors, meta, step=step, codec=codec)
+        return self.send_to(SERVER, tensors, meta, step=step, codec=codec, tag=tag)
 
     def recv(self, timeout: float | None = None) -> Message:
         try:

@@ -60,13 +60,21 @@ class OverlappedSender:
         self._comm = threading.Thread(target=self._comm_loop, name="fedcore-overlap-comm", daemon=True)
         self._comm.start()
 
-    def send(self, tensors: Mapping[str, torch.Tensor], meta: dict[str, Any] | None = None, *,
-             peer: str = "server", step: int = 0, codec: str = "raw") -> Future:  # fmt: skip
+    def send(
+        self,
+        tensors: Mapping[str, torch.Tensor],
+        meta: dict[str, Any] | None = None,
+        *,
+        peer: str = "server",
+        step: int = 0,
+        codec: str = "raw",
+        tag: str = "data",
+    ) -> Future:
         """Queue a send; CUDA tensors are staged through the next free pinned slot."""
         future: Future = Future()
         on_device = self.cuda and any(t.is_cuda for t in tensors.values())
         if not on_device:
-            self._jobs.put((None, None, dict(tensors), meta, peer, step, codec, future))
+            self._jobs.put((None, None, dict(tensors), meta, peer, step, codec, tag, future))
             return future
         slot = self._slots[self._next]
         self._next = (self._next + 1) % len(self._slots)
@@ -83,7 +91,7 @@ class OverlappedSender:
                 t.record_stream(self._stream)  # the caller may free t; the copy still reads it
             copied = torch.cuda.Event()
             copied.record(self._stream)
-        self._jobs.put((slot, copied, staged, meta, peer, step, codec, future))
+        self._jobs.put((slot, copied, staged, meta, peer, step, codec, tag, future))
         return future
 
     def _comm_loop(self) -> None:
@@ -91,11 +99,11 @@ class OverlappedSender:
             job = self._jobs.get()
             if job is None:
                 return
-            slot, copied, tensors, meta, peer, step, codec, future = job
+            slot, copied, tensors, meta, peer, step, codec, tag, future = job
             try:
                 if copied is not None:
                     copied.synchronize()  # reading the slot before the copy finished reads garbage
-                handle: SendHandle = self.link.send_to(peer, tensors, meta, step=step, codec=codec)
+                handle: SendHandle = self.link.send_to(peer, tensors, meta, step=step, codec=codec, tag=tag)
                 future.set_result(handle)
                 if slot is not None:
                     handle.sent.wait()
@@ -116,8 +124,11 @@ class OverlappedReceiver:
 
     def __init__(self, link: Any, device: torch.device | str | None = None):
         self.link = link
-        self.device = torch.device(device) if device is not None else (
-            torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))  # fmt: skip
+        self.device = (
+            torch.device(device)
+            if device is not None
+            else (torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+        )
         self._stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
         self._releaser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fedcore-overlap-release")
 
@@ -133,7 +144,11 @@ class OverlappedReceiver:
         torch.cuda.current_stream(self.device).wait_event(done)
         for t in moved.values():
             t.record_stream(torch.cuda.current_stream(self.device))
-        self._releaser.submit(lambda: (done.synchronize(), msg.release()))
+        def release_when_copied() -> None:
+            done.synchronize()  # the H2D copies read the receive buffer until then
+            msg.release()
+
+        self._releaser.submit(release_when_copied)
         return msg, moved
 
     def close(self) -> None:

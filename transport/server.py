@@ -79,10 +79,18 @@ class Server(Endpoint):
         return sock.getsockopt_string(zmq.LAST_ENDPOINT)
 
     # ---------- user API ----------
-    def send(self, peer: str, tensors: Mapping[str, torch.Tensor], meta: dict[str, Any] | None = None, *,
-             step: int = 0, codec: str = "raw") -> SendHandle:  # fmt: skip
+    def send(
+        self,
+        peer: str,
+        tensors: Mapping[str, torch.Tensor],
+        meta: dict[str, Any] | None = None,
+        *,
+        step: int = 0,
+        codec: str = "raw",
+        tag: str = "data",
+    ) -> SendHandle:
         """Queue named tensors (+ small meta) for client ``peer``; returns at once with a handle."""
-        return self._submit(peer, tensors, meta, step=step, codec=codec)
+        return self._submit(peer, tensors, meta, step=step, codec=codec, tag=tag)
 
     send_to = send  # the Link interface name
 
@@ -91,8 +99,15 @@ class Server(Endpoint):
         """Ids of the clients heard from within their lease."""
         return list(self._peers)
 
-    def rotate_keys(self, new_keys: Keypair, bind: str, *, overlap_s: float = 30.0,
-                    advertise: str | None = None, timeout: float = 10.0) -> str:  # fmt: skip
+    def rotate_keys(
+        self,
+        new_keys: Keypair,
+        bind: str,
+        *,
+        overlap_s: float = 30.0,
+        advertise: str | None = None,
+        timeout: float = 10.0,
+    ) -> str:
         """Start serving with ``new_keys`` on ``bind``; old and new keys both work for
         ``overlap_s`` seconds, then the old socket closes. Connected clients are told (over the
         authenticated old channel) to move. Returns the new address."""
@@ -128,8 +143,7 @@ class Server(Endpoint):
             self.keys = new_keys
             self._retiring.append((old, time.monotonic() + overlap_s))
             for peer in self._peers.values():
-                self._control(peer, "rekey", address=address, server_key=new_keys.public.decode(),
-                              overlap_s=overlap_s)  # fmt: skip
+                self._control(peer, "rekey", address=address, server_key=new_keys.public.decode(), overlap_s=overlap_s)
             result["address"] = address
         except (zmq.ZMQError, ValueError) as err:
             result["error"] = err
@@ -174,7 +188,7 @@ class Server(Endpoint):
             if self.plaintext:
                 pid = route.hex()
             else:
-                pid = head.get("User-Id")  # the key CURVE authenticated for this connection
+                pid = str(head.get("User-Id"))  # the key CURVE authenticated for this connection
                 if pid not in self.allowed:
                     raise AuthError(f"client key {pid} is not (or no longer) allowed", peer=pid)
             peer = self._peers.get(pid)

@@ -140,6 +140,21 @@ class TrainConfig:
 
 
 @dataclass(kw_only=True)
+class TransportConfig:
+    """How server and clients talk. ``zmq``: separate processes over fedcore.transport on
+    loopback, CURVE on, keys generated for the run; ``inprocess``: threads of one process."""
+
+    kind: str = "zmq"
+    curve: bool = True
+    mbps: float = 0.0  # link bandwidth per direction in MB/s; 0 = unshaped
+    latency_ms: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check(self.kind in ("zmq", "inprocess"), f"transport.kind must be 'zmq' or 'inprocess', got {self.kind!r}")
+        _check(self.mbps >= 0 and self.latency_ms >= 0, "transport.mbps and transport.latency_ms must be >= 0")
+
+
+@dataclass(kw_only=True)
 class OutputConfig:
     """Where the run writes ``<dir>/<timestamp>/metrics.jsonl`` and ``loss.png``."""
 
@@ -157,6 +172,7 @@ class RunConfig:
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    transport: TransportConfig = field(default_factory=TransportConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
     def __post_init__(self) -> None:

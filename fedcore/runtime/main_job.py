@@ -13,9 +13,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fedcore.algorithms.split import SplitRunResult, StepRecord, run_split_inprocess
+from fedcore.algorithms.split import SplitRunResult, StepReport, run_split_inprocess
 
 from .config import RunConfig, config_to_dict
+from .launch import run_split_processes
 from .metrics import MetricsWriter, plot_loss, read_metrics
 
 DIRECTIONS = (
@@ -23,6 +24,12 @@ DIRECTIONS = (
     ("h_B", "server -> client"),
     ("dh_B", "client -> server"),
     ("dh_A", "server -> client"),
+    ("eval_h_A", "client -> server"),
+    ("eval_h_B", "server -> client"),
+    ("lora_up", "client -> server"),
+    ("lora_down", "server -> client"),
+    ("control", "both ways"),
+    ("ack", "both ways"),
 )
 
 
@@ -63,21 +70,25 @@ def run_main_job(config: RunConfig, *, console: Console | None = None, run_dir: 
         with Progress(*columns, console=console, transient=False) as progress:
             task = progress.add_task("training", total=total, loss=float("nan"))
 
-            def on_step(rec: StepRecord) -> None:
-                writer.write(
-                    "step",
-                    round=rec.round,
-                    client=rec.client,
-                    step=rec.step,
-                    loss=rec.loss,
-                    tokens=rec.tokens,
-                    seconds=rec.seconds,
-                )
+            def on_step(rec: StepReport) -> None:  # called by the server as each step completes
                 progress.update(
                     task, advance=1, loss=rec.loss, description=f"round {rec.round + 1}/{tc.rounds} client {rec.client}"
                 )
 
-            result = run_split_inprocess(config, on_step=on_step)
+            if config.transport.kind == "zmq":
+                result = run_split_processes(config, on_step=on_step, keys_dir=run_dir / "keys")
+            else:
+                result = run_split_inprocess(config, on_step=on_step)
+        for rec in result.steps:  # the clients' own timings arrive with their reports
+            writer.write(
+                "step",
+                round=rec.round,
+                client=rec.client,
+                step=rec.step,
+                loss=rec.loss,
+                tokens=rec.tokens,
+                seconds=rec.seconds,
+            )
         for k, (start, end) in enumerate(zip(result.eval_start, result.eval_end, strict=True)):
             writer.write("eval", client=k, when="start", loss=start)
             writer.write("eval", client=k, when="end", loss=end)
@@ -98,6 +109,8 @@ def _summary(result: SplitRunResult) -> dict:
         "tokens_per_second": result.tokens_per_second(),
         "wire_bytes": result.wire_bytes,
         "wire_messages": result.wire_messages,
+        "wall_seconds": result.wall_seconds,
+        "transport": result.extra.get("transport"),
         "client_train_examples": result.client_sizes,
     }
 
@@ -115,7 +128,7 @@ def _table(result: SplitRunResult) -> Table:
             f"{(end - start) / start:+.0%}",
             f"{result.tokens_per_second(k):,.0f}",
         )
-    wire = Table(title="bytes across the split")
+    wire = Table(title=f"bytes across the split ({result.extra.get('transport')}, counted at the server)")
     for col in ("tensor", "direction", "MiB", "messages"):
         wire.add_column(col, justify="right")
     for kind, direction in DIRECTIONS:

@@ -45,7 +45,11 @@ def test_fedcore_run_writes_metrics_and_plot_and_loss_falls(tmp_path):
     summary = records[-1]
     for start, end in zip(summary["eval_loss_start"], summary["eval_loss_end"], strict=True):
         assert end < 0.8 * start, (start, end)
-    assert set(summary["wire_bytes"]) == {"h_A", "h_B", "dh_B", "dh_A"}
+    assert {"h_A", "h_B", "dh_B", "dh_A", "lora_up", "lora_down"} <= set(summary["wire_bytes"])
+    assert summary["transport"] == "zmq+curve"  # the default runs a server and client processes, CURVE on
+    secrets = sorted((run_dir / "keys").glob("*.key_secret"))
+    assert [p.name for p in secrets] == ["client-0.key_secret", "client-1.key_secret", "server.key_secret"]
+    assert all(p.stat().st_mode & 0o077 == 0 for p in secrets)
     assert "loss start" in proc.stdout and "bytes across the split" in proc.stdout
 
 

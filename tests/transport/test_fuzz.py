@@ -60,14 +60,24 @@ rows = st.lists(
     max_size=6,
 )
 headers = st.fixed_dictionaries(
-    {}, optional={"v": st.sampled_from([1, 1, 2, "1"]),
-                  "kind": st.sampled_from(["data", "chunk", "ack", "error", "ping", "pong", "bye", "rekey", "x"]),
-                  "session": st.one_of(st.text(max_size=70), values), "seq": st.one_of(st.integers(-3, 2**64 - 1), values),
-                  "step": st.integers(-3, 2**63), "codec": st.sampled_from(["raw", "fp16", "bf16", "", "zip"]),
-                  "meta": values, "tensors": rows, "total": st.integers(-1, 2**62), "chunks": st.integers(-1, 9),
-                  "off": st.integers(-1, 2**40), "n": st.integers(-1, 2**40), "address": values,
-                  "server_key": values},
-)  # fmt: skip
+    {},
+    optional={
+        "v": st.sampled_from([1, 1, 2, "1"]),
+        "kind": st.sampled_from(["data", "chunk", "ack", "error", "ping", "pong", "bye", "rekey", "x"]),
+        "session": st.one_of(st.text(max_size=70), values),
+        "seq": st.one_of(st.integers(-3, 2**64 - 1), values),
+        "step": st.integers(-3, 2**63),
+        "codec": st.sampled_from(["raw", "fp16", "bf16", "", "zip"]),
+        "meta": values,
+        "tensors": rows,
+        "total": st.integers(-1, 2**62),
+        "chunks": st.integers(-1, 9),
+        "off": st.integers(-1, 2**40),
+        "n": st.integers(-1, 2**40),
+        "address": values,
+        "server_key": values,
+    },
+)
 
 
 def _valid_message() -> list[bytes]:

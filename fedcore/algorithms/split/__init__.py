@@ -1,16 +1,18 @@
-"""FL-GLM / FedSEA-LLaMA split learning: the step, noise on h_A, and the in-process runner."""
+"""FL-GLM / FedSEA-LLaMA split learning: the step, noise on h_A, the client/server roles and runners."""
 
-from .inprocess import SplitRunResult, StepRecord, run_split_inprocess
+from .inprocess import SplitRunResult, run_split_inprocess
 from .noise import add_gaussian_noise
-from .step import ClientParts, ServerParts, split_eval_loss, split_train_step
+from .roles import SplitClientRole, SplitServerRole, StepReport
+from .step import ClientParts, ServerParts, split_train_step
 
 __all__ = [
     "ClientParts",
     "ServerParts",
+    "SplitClientRole",
     "SplitRunResult",
-    "StepRecord",
+    "SplitServerRole",
+    "StepReport",
     "add_gaussian_noise",
     "run_split_inprocess",
-    "split_eval_loss",
     "split_train_step",
 ]

@@ -93,16 +93,3 @@ def split_train_step(
         sched.step()
         opt.zero_grad(set_to_none=True)
     return float(loss.detach())
-
-
-@torch.no_grad()
-def split_eval_loss(head: SplitHead, body: SplitBody, tail: SplitTail, batches: list[dict[str, torch.Tensor]]) -> float:
-    """Token-weighted mean loss over ``batches`` through head -> body -> tail (no noise)."""
-    total, count = 0.0, 0
-    for batch in batches:
-        state = body(head(batch["input_ids"], batch["attention_mask"]))
-        loss = tail(state, labels=batch["labels"]).loss
-        tokens = int((batch["labels"][:, 1:] != -100).sum())
-        total += float(loss) * tokens
-        count += tokens
-    return total / max(count, 1)

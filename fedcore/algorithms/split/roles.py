@@ -1,0 +1,248 @@
+"""Split learning as two message-driven roles over a Link: the same code runs in one process
+(``InProcessHub``) and across processes (``fedcore.transport`` Server / Client, CURVE on).
+
+The server orchestrates: it asks each client in turn to train ``local_steps`` steps (sequential
+mode), answers the client's h_A with h_B and its dL/dh_B with dL/dh_A, averages the clients'
+head/tail LoRA (FedAvg weighted by samples) after every round, and asks for held-out losses at
+the start and the end. Message tags name the tensors for byte accounting: h_A, h_B, dh_B, dh_A,
+eval_h_A, eval_h_B, lora_up, lora_down, control.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from fedcore.aggregate import weighted_average
+from fedcore.lora import load_lora_state, lora_state
+from fedcore.model import SplitState
+
+from .noise import add_gaussian_noise
+from .step import ClientParts, ServerParts
+
+STATE_KEYS = ("hidden", "position_ids", "attention_mask")
+
+
+def state_tensors(state: SplitState) -> dict[str, torch.Tensor]:
+    """The tensors of ``state.to_wire()`` (its version travels in the message meta)."""
+    return {k: v for k, v in state.to_wire().items() if isinstance(v, torch.Tensor)}
+
+
+def state_from(msg_tensors: dict[str, torch.Tensor], *, needs_grad: bool) -> SplitState:
+    state = SplitState.from_wire({"version": 1, **{k: msg_tensors[k] for k in STATE_KEYS if k in msg_tensors}})
+    if needs_grad:
+        state.hidden = state.hidden.clone().requires_grad_(True)  # a leaf of this side's graph
+    return state
+
+
+def _expect(link: Any, op: str, timeout: float) -> Any:
+    msg = link.recv(timeout)
+    if msg.meta.get("op") != op:
+        raise RuntimeError(f"expected '{op}', got '{msg.meta.get('op')}' from {msg.peer}")
+    return msg
+
+
+@dataclass
+class StepReport:
+    round: int
+    client: int
+    step: int
+    loss: float
+    tokens: int
+    seconds: float
+
+
+class SplitClientRole:
+    """A client: holds head + tail (with LoRA), its batches and eval batches; obeys the server."""
+
+    def __init__(
+        self,
+        link: Any,
+        parts: ClientParts,
+        batches,
+        eval_batches: list[dict[str, torch.Tensor]],
+        *,
+        noise_std: float,
+        noise_relative: bool,
+        timeout: float = 300.0,
+    ):
+        self.link, self.parts, self.batches, self.eval_batches = link, parts, batches, eval_batches
+        self.noise_std, self.noise_relative, self.timeout = noise_std, noise_relative, timeout
+
+    def run(self) -> None:
+        """Serve the server's requests until it says stop."""
+        while True:
+            msg = self.link.recv(self.timeout)
+            op = msg.meta.get("op")
+            if op == "train":
+                reports = [self._train_step(msg.meta) for _ in range(int(msg.meta["steps"]))]
+                self.link.send_to("server", {}, {"op": "done", "reports": reports}, tag="control")
+            elif op == "eval":
+                self.link.send_to("server", {}, {"op": "eval_result", "loss": self._eval()}, tag="control")
+            elif op == "upload":
+                up = {f"head.{k}": v for k, v in lora_state(self.parts.head).items()}
+                up.update({f"tail.{k}": v for k, v in lora_state(self.parts.tail).items()})
+                self.link.send_to("server", up, {"op": "lora"}, tag="lora_up")
+            elif op == "load":
+                for part in ("head", "tail"):
+                    prefix = f"{part}."
+                    load_lora_state(
+                        getattr(self.parts, part),
+                        {k[len(prefix) :]: v for k, v in msg.tensors.items() if k.startswith(prefix)},
+                    )
+                self.link.send_to("server", {}, {"op": "loaded"}, tag="control")
+            elif op == "stop":
+                return
+            else:
+                raise RuntimeError(f"unknown request {op!r} from the server")
+
+    def _train_step(self, meta: dict[str, Any]) -> list:
+        t0 = time.perf_counter()
+        batch = next(self.batches)
+        parts = self.parts
+        h_a = parts.head(batch["input_ids"], batch["attention_mask"])
+        up = state_tensors(h_a)
+        up["hidden"] = add_gaussian_noise(
+            up["hidden"], self.noise_std, relative=self.noise_relative, generator=parts.noise_generator
+        )
+        head_trains = h_a.hidden.requires_grad
+        self.link.send_to("server", up, {"op": "fwd", "head_trains": head_trains}, tag="h_A")
+        tail_in = state_from(_expect(self.link, "h_B", self.timeout).tensors, needs_grad=True)
+        loss = parts.tail(tail_in, labels=batch["labels"]).loss
+        loss.backward()
+        assert tail_in.hidden.grad is not None
+        tokens = int(batch["attention_mask"].sum())
+        self.link.send_to(
+            "server",
+            {"grad": tail_in.hidden.grad},
+            {"op": "bwd", "loss": float(loss.detach()), "tokens": tokens},
+            tag="dh_B",
+        )
+        down = _expect(self.link, "dh_A", self.timeout)
+        if head_trains:
+            h_a.hidden.backward(down.tensors["grad"])
+        parts.optimizer.step()
+        parts.scheduler.step()
+        parts.optimizer.zero_grad(set_to_none=True)
+        return [float(loss.detach()), tokens, time.perf_counter() - t0]
+
+    @torch.no_grad()
+    def _eval(self) -> float:
+        total, count = 0.0, 0
+        for batch in self.eval_batches:
+            h_a = self.parts.head(batch["input_ids"], batch["attention_mask"])
+            self.link.send_to("server", state_tensors(h_a), {"op": "eval_fwd"}, tag="eval_h_A")
+            state = state_from(_expect(self.link, "eval_h_B", self.timeout).tensors, needs_grad=False)
+            loss = self.parts.tail(state, labels=batch["labels"]).loss
+            tokens = int((batch["labels"][:, 1:] != -100).sum())
+            total, count = total + float(loss) * tokens, count + tokens
+        return total / max(count, 1)
+
+
+@dataclass
+class SplitServerResult:
+    eval_start: list[float]
+    eval_end: list[float]
+    reports: list[StepReport] = field(default_factory=list)
+
+
+class SplitServerRole:
+    """The server: holds the body (with LoRA) and drives the clients (sequential mode)."""
+
+    def __init__(
+        self,
+        link: Any,
+        parts: ServerParts,
+        clients: list[str],
+        weights: list[float],
+        *,
+        timeout: float = 300.0,
+        on_step: Callable[[StepReport], None] | None = None,
+    ):
+        self.link, self.parts, self.clients, self.weights = link, parts, clients, weights
+        self.timeout, self.on_step = timeout, on_step
+        self._pending: dict[str, tuple[SplitState, SplitState]] = {}
+
+    def run(self, *, rounds: int, local_steps: int) -> SplitServerResult:
+        self.average()  # every client starts from the same adapter
+        result = SplitServerResult(eval_start=self.evaluate(), eval_end=[])
+        step = 0
+        for rnd in range(rounds):
+            for k, peer in enumerate(self.clients):  # sequential: one client's turn at a time
+                self.link.send_to(peer, {}, {"op": "train", "steps": local_steps, "round": rnd}, tag="control")
+                done = self._serve_until(peer, "done", rnd=rnd, client=k, first_step=step)
+                for loss, tokens, seconds in done.meta["reports"]:
+                    result.reports.append(StepReport(rnd, k, step, loss, tokens, seconds))
+                    step += 1
+            self.average()
+        result.eval_end = self.evaluate()
+        for peer in self.clients:
+            self.link.send_to(peer, {}, {"op": "stop"}, tag="control")
+        return result
+
+    def evaluate(self) -> list[float]:
+        losses = []
+        for peer in self.clients:
+            self.link.send_to(peer, {}, {"op": "eval"}, tag="control")
+            losses.append(float(self._serve_until(peer, "eval_result").meta["loss"]))
+        return losses
+
+    def average(self) -> None:
+        """FedAvg of the clients' head/tail LoRA, weighted by their training samples."""
+        states = {}
+        for peer in self.clients:
+            self.link.send_to(peer, {}, {"op": "upload"}, tag="control")
+        for _ in self.clients:
+            msg = self._serve_until(None, "lora")
+            states[msg.peer] = {k: v.clone() for k, v in msg.tensors.items()}
+            msg.release()
+        avg = weighted_average([states[p] for p in self.clients], self.weights)
+        for peer in self.clients:
+            self.link.send_to(peer, avg, {"op": "load"}, tag="lora_down")
+        for _ in self.clients:
+            self._serve_until(None, "loaded")
+
+    def _serve_until(self, peer: str | None, op: str, **ctx: Any) -> Any:
+        """Answer body requests until ``op`` arrives (from ``peer``, or anyone when None)."""
+        served = 0
+        while True:
+            msg = self.link.recv(self.timeout)
+            got = msg.meta.get("op")
+            if got == op and (peer is None or msg.peer == peer):
+                return msg
+            if got == "fwd":
+                body_in = state_from(msg.tensors, needs_grad=bool(msg.meta.get("head_trains")))
+                h_b = self.parts.body(body_in)
+                self._pending[msg.peer] = (body_in, h_b)
+                self.link.send_to(msg.peer, state_tensors(h_b), {"op": "h_B"}, tag="h_B")
+            elif got == "bwd":
+                body_in, h_b = self._pending.pop(msg.peer)
+                h_b.hidden.backward(msg.tensors["grad"])
+                grad = body_in.hidden.grad if body_in.hidden.grad is not None else torch.zeros(0)
+                self.link.send_to(msg.peer, {"grad": grad}, {"op": "dh_A"}, tag="dh_A")
+                opt, sched = self.parts.optimizer, self.parts.scheduler
+                opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+                if self.on_step is not None and "client" in ctx:
+                    self.on_step(
+                        StepReport(
+                            ctx["rnd"],
+                            ctx["client"],
+                            ctx["first_step"] + served,
+                            float(msg.meta["loss"]),
+                            int(msg.meta["tokens"]),
+                            0.0,
+                        )
+                    )
+                served += 1
+            elif got == "eval_fwd":
+                with torch.no_grad():
+                    h_b = self.parts.body(state_from(msg.tensors, needs_grad=False))
+                self.link.send_to(msg.peer, state_tensors(h_b), {"op": "eval_h_B"}, tag="eval_h_B")
+            else:
+                raise RuntimeError(f"unexpected '{got}' from {msg.peer} while waiting for '{op}'")

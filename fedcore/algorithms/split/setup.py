@@ -1,0 +1,132 @@
+"""Building a split run's parts from its config, identically in every process.
+
+The base model is random-initialised from ``model.seed`` and the data generated from
+``data.seed``, so a server process and N client processes build the same base weights and the
+same partition without shipping either (a real deployment loads the same checkpoint instead).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from fedcore.data import (
+    CharTokenizer,
+    batches,
+    collate,
+    dirichlet_partition,
+    encode_example,
+    iid_partition,
+    make_instruction_task,
+)
+from fedcore.lora import inject_lora, lora_parameters
+from fedcore.model import SplitModel, split_model
+from fedcore.model.tiny import tiny_causal_lm
+from fedcore.runtime.config import RunConfig
+
+from .step import ClientParts, ServerParts
+
+WARMUP_STEPS = 10  # linear warm-up, then cosine decay to 10% of lr, per optimizer
+
+
+def lr_schedule(opt: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Each optimizer gets its own schedule (FL-GLM's shared one left later clients at lr 0)."""
+
+    def factor(step: int) -> float:
+        if step < WARMUP_STEPS:
+            return (step + 1) / WARMUP_STEPS
+        progress = min(1.0, (step - WARMUP_STEPS) / max(1, total_steps - WARMUP_STEPS))
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+@dataclass
+class ClientData:
+    train: list[tuple[list[int], list[int]]]
+    eval_batches: list[dict[str, torch.Tensor]]
+    skills: dict[str, int]
+
+
+def build_client_data(config: RunConfig, tokenizer: CharTokenizer) -> list[ClientData]:
+    """Generate the task, partition it over clients (IID or Dirichlet over skills), encode it."""
+    dc, n = config.data, config.train.clients
+    pool = make_instruction_task(n * (dc.train_per_client + dc.eval_per_client), seed=dc.seed, skills=dc.skills)
+    if dc.partition == "iid":
+        parts = iid_partition(len(pool), n, seed=dc.seed)
+    else:
+        parts = dirichlet_partition(
+            [ex.skill for ex in pool], n, alpha=dc.dirichlet_alpha, seed=dc.seed, min_per_client=8
+        )
+    clients = []
+    for idx in parts:
+        examples = [pool[i] for i in idx]
+        n_eval = max(1, min(dc.eval_per_client, len(examples) // 4))
+        encoded = [encode_example(tokenizer, ex, max_len=dc.max_len) for ex in examples]
+        eval_enc, train_enc = encoded[:n_eval], encoded[n_eval:]
+        bs = config.train.batch_size
+        eval_batches = [collate(eval_enc[i : i + bs], pad_id=tokenizer.pad_id) for i in range(0, len(eval_enc), bs)]
+        skills: dict[str, int] = {}
+        for ex in examples[n_eval:]:
+            skills[ex.skill] = skills.get(ex.skill, 0) + 1
+        clients.append(ClientData(train=train_enc, eval_batches=eval_batches, skills=skills))
+    return clients
+
+
+def endless_batches(data: ClientData, config: RunConfig, client: int, pad_id: int) -> Iterator[dict]:
+    """Shuffled batches of one client's training data, epoch after epoch."""
+    epoch, seed = 0, config.train.seed + 7919 * client
+    while True:
+        yield from batches(data.train, config.train.batch_size, seed=seed + epoch, pad_id=pad_id, shuffle=True)
+        epoch += 1
+
+
+def build_split(config: RunConfig, tokenizer: CharTokenizer) -> SplitModel:
+    """The frozen base model, split; identical in every process for the same config."""
+    mc = config.model
+    model = tiny_causal_lm(
+        mc.family,
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=mc.hidden_size,
+        num_layers=mc.num_layers,
+        num_heads=mc.num_heads,
+        num_kv_heads=mc.num_kv_heads,
+        seed=mc.seed,
+        initializer_range=mc.init_std,
+    )
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return split_model(model, config.split.blocks_a, config.split.blocks_c)
+
+
+def _add_lora(config: RunConfig):
+    lc = config.lora
+    return functools.partial(inject_lora, targets=lc.targets, r=lc.r, alpha=lc.alpha, dropout=lc.dropout)
+
+
+def server_parts(config: RunConfig, sm: SplitModel) -> ServerParts:
+    """The body with LoRA, its AdamW and LR schedule (steps: every client's every step)."""
+    torch.manual_seed(config.train.seed + 1)
+    _add_lora(config)(sm.body.layers)
+    opt = torch.optim.AdamW(lora_parameters(sm.body).values(), lr=config.train.lr, weight_decay=0.0)
+    tc = config.train
+    return ServerParts(sm.body, opt, lr_schedule(opt, tc.rounds * tc.local_steps * tc.clients))
+
+
+def client_parts(config: RunConfig, sm: SplitModel, client: int) -> ClientParts:
+    """Client ``client``'s own head and tail with LoRA, optimizer, schedule and noise stream."""
+    torch.manual_seed(config.train.seed + 1000 + client)
+    head, tail = copy.deepcopy((sm.head, sm.tail))  # tied weights stay tied within the pair
+    for part in (head, tail):
+        if len(part.layers):
+            _add_lora(config)(part.layers)
+    params = [*lora_parameters(head).values(), *lora_parameters(tail).values()]
+    opt = torch.optim.AdamW(params, lr=config.train.lr, weight_decay=0.0)
+    tc = config.train
+    noise = torch.Generator().manual_seed(tc.seed * 1000 + client)  # a distinct noise stream per client
+    return ClientParts(head, tail, opt, lr_schedule(opt, tc.rounds * tc.local_steps), noise)

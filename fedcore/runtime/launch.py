@@ -1,0 +1,168 @@
+"""Run split fine-tuning as real processes: this process serves the body over a CURVE-secured
+``fedcore.transport.Server`` on loopback; each client is a spawned process with its own keypair.
+
+Keys are generated for the run (``<run_dir>/keys``: the server's and each client's certificate
+pair, secrets mode 0600) and the server admits exactly the run's client keys.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fedcore.algorithms.split.inprocess import SplitRunResult
+from fedcore.algorithms.split.roles import SplitClientRole, SplitServerRole, StepReport
+from fedcore.algorithms.split.setup import build_client_data, build_split, client_parts, endless_batches, server_parts
+from fedcore.data import CharTokenizer
+from fedcore.transport import Client, EndpointOptions, LinkShape, PeerTimeout, Server, load_keypair, save_keypair
+
+from .config import RunConfig, config_from_dict, config_to_dict
+
+LEASE_S = 30.0  # a client process that dies is reported within this
+
+
+def _options(config: RunConfig) -> EndpointOptions:
+    t = config.transport
+    return EndpointOptions(lease_s=LEASE_S, link=LinkShape(mbps=t.mbps or None, latency_ms=t.latency_ms))
+
+
+def client_main(
+    config_dict: dict[str, Any], index: int, address: str, key_file: str | None, server_key_file: str | None
+) -> None:
+    """Entry point of one client process (spawned): build its parts, connect, obey the server."""
+    config = config_from_dict(config_dict)
+    tokenizer = CharTokenizer()
+    data = build_client_data(config, tokenizer)[index]
+    parts = client_parts(config, build_split(config, tokenizer), index)
+    if key_file is None:
+        link = Client(address, plaintext=True, options=_options(config))
+    else:
+        assert server_key_file is not None
+        link = Client(
+            address,
+            keys=load_keypair(key_file),
+            server_key=load_keypair(server_key_file).public,
+            options=_options(config),
+        )
+    try:
+        link.send({}, {"op": "hello", "client": index}, tag="control")
+        SplitClientRole(
+            link,
+            parts,
+            endless_batches(data, config, index, tokenizer.pad_id),
+            data.eval_batches,
+            noise_std=config.noise.std,
+            noise_relative=config.noise.relative,
+        ).run()
+    finally:
+        link.close()
+
+
+def run_split_processes(
+    config: RunConfig, *, on_step: Callable[[StepReport], None] | None = None, keys_dir: Path | None = None
+) -> SplitRunResult:
+    """Run ``config`` with the server here and ``train.clients`` client processes."""
+    t0 = time.perf_counter()
+    tokenizer = CharTokenizer()
+    data = build_client_data(config, tokenizer)
+    sm = build_split(config, tokenizer)
+    n = config.train.clients
+    tmp = None
+    if keys_dir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="fedcore-keys-")
+        keys_dir = Path(tmp.name)
+    if config.transport.curve:
+        server_pub, server_secret = save_keypair(keys_dir, "server")
+        client_files = [save_keypair(keys_dir, f"client-{k}") for k in range(n)]
+        server = Server(
+            "tcp://127.0.0.1:0",
+            keys=load_keypair(server_secret),
+            allow=[load_keypair(pub).public for pub, _ in client_files],
+            options=_options(config),
+        )
+        key_args: list[tuple[str | None, str | None]] = [(str(secret), str(server_pub)) for _, secret in client_files]
+    else:
+        server = Server("tcp://127.0.0.1:0", plaintext=True, options=_options(config))
+        key_args = [(None, None) for _ in range(n)]
+    procs = [_spawn_client(config, k, server.address, *key_args[k]) for k in range(n)]
+    try:
+        peers = _await_hellos(server, procs)
+        role = SplitServerRole(server, server_parts(config, sm), peers, [len(d.train) for d in data], on_step=on_step)
+        result = role.run(rounds=config.train.rounds, local_steps=config.train.local_steps)
+        for p in procs:
+            p.wait(timeout=30)
+        stats = server.stats()
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+        server.close()
+        if tmp is not None:
+            tmp.cleanup()
+    return SplitRunResult(
+        eval_start=result.eval_start,
+        eval_end=result.eval_end,
+        steps=result.reports,
+        wire_bytes={**stats["received"], **stats["sent"]},
+        wire_messages={**stats["received_messages"], **stats["sent_messages"]},
+        wall_seconds=time.perf_counter() - t0,
+        client_sizes=[len(d.train) for d in data],
+        extra={"skills": [d.skills for d in data], "transport": "zmq+curve" if config.transport.curve else "zmq"},
+    )
+
+
+def _spawn_client(
+    config: RunConfig, index: int, address: str, key_file: str | None, server_key_file: str | None
+) -> subprocess.Popen:
+    """A fresh interpreter (no forked torch or zmq state) running ``client_main``; the config
+    goes through stdin. PYTHONSAFEPATH keeps a checkout's kernels/ off the child's sys.path."""
+    args = {
+        "config": config_to_dict(config),
+        "index": index,
+        "address": address,
+        "key_file": key_file,
+        "server_key_file": server_key_file,
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fedcore.runtime.launch"],
+        stdin=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONSAFEPATH="1"),
+    )
+    assert proc.stdin is not None
+    proc.stdin.write(json.dumps(args))
+    proc.stdin.close()
+    return proc
+
+
+def _await_hellos(server: Server, procs: list, timeout: float = 180.0) -> list[str]:
+    """Peer ids of the client processes, in client order, once each said hello."""
+    peers: dict[int, str] = {}
+    deadline = time.monotonic() + timeout
+    while len(peers) < len(procs):
+        dead = [k for k, p in enumerate(procs) if p.poll() is not None]
+        if dead:
+            raise RuntimeError(f"client process(es) {dead} exited before connecting (their stderr is above)")
+        if time.monotonic() > deadline:
+            raise PeerTimeout(f"only {len(peers)} of {len(procs)} clients connected within {timeout} s")
+        try:
+            msg = server.recv(timeout=1.0)
+        except PeerTimeout:
+            continue
+        if msg.meta.get("op") != "hello":
+            raise RuntimeError(f"expected hello, got {msg.meta.get('op')!r}")
+        peers[int(msg.meta["client"])] = msg.peer
+    return [peers[k] for k in range(len(procs))]
+
+
+if __name__ == "__main__":  # a client process started by _spawn_client
+    _args = json.loads(sys.stdin.read())
+    client_main(_args["config"], _args["index"], _args["address"], _args["key_file"], _args["server_key_file"])
