@@ -96,8 +96,8 @@ class FedcorePair:
 
 
 # ---------- raw pyzmq ----------
-def _curve(server: zmq.Socket, client: zmq.Socket) -> None:
-    skeys, ckeys = Keypair.generate(), Keypair.generate()
+def _curve(server: zmq.Socket, client: zmq.Socket, skeys: Keypair | None = None) -> None:
+    skeys, ckeys = skeys or Keypair.generate(), Keypair.generate()
     server.curve_server = True
     server.curve_secretkey = skeys.secret
     client.curve_serverkey = skeys.public
@@ -115,16 +115,23 @@ def _socket(ctx: zmq.Context, kind: int) -> zmq.Socket:
 
 
 class PyzmqPushPull:
-    """One PUSH -> PULL connection; a receiver thread takes ``n`` messages per job and reports when
-    the last one arrived (its frames are held until then, as a real receiver would)."""
+    """``connections`` PUSH -> one PULL; a receiver thread takes ``n`` messages per job and reports
+    when the last one arrived (its frames are held until then, as a real receiver would). Chunks
+    go round-robin over the connections: the striping hypothesis for CURVE (one connection
+    encrypts on one I/O thread)."""
 
-    def __init__(self, curve: bool):
+    def __init__(self, curve: bool, connections: int = 1):
         self.ctx_rx, self.ctx_tx = zmq.Context(io_threads=IO_THREADS), zmq.Context(io_threads=IO_THREADS)
-        self.pull, self.push = _socket(self.ctx_rx, zmq.PULL), _socket(self.ctx_tx, zmq.PUSH)
-        if curve:
-            _curve(self.pull, self.push)
+        self.pull = _socket(self.ctx_rx, zmq.PULL)
+        self.pushes = [_socket(self.ctx_tx, zmq.PUSH) for _ in range(connections)]
+        skeys = Keypair.generate()
+        for push in self.pushes:
+            if curve:
+                _curve(self.pull, push, skeys)
         self.pull.bind(LOOPBACK)
-        self.push.connect(self.pull.getsockopt_string(zmq.LAST_ENDPOINT))
+        for push in self.pushes:
+            push.connect(self.pull.getsockopt_string(zmq.LAST_ENDPOINT))
+        self.push = self.pushes[0]
         self.jobs: queue.Queue = queue.Queue()
         self.done: queue.Queue = queue.Queue()
         self.thread = threading.Thread(target=self._receive, name="bench-pull", daemon=True)
@@ -143,23 +150,44 @@ class PyzmqPushPull:
         chunks = [view[i : i + CHUNK] for i in range(0, len(view), CHUNK)]
         self.jobs.put(len(chunks))
         t0 = time.perf_counter()
-        for chunk in chunks:
-            self.push.send(chunk, copy=False)
+        if len(self.pushes) == 1:
+            for chunk in chunks:
+                self.push.send(chunk, copy=False)
+        else:  # one sender thread per connection, so the I/O threads can encrypt in parallel
+            senders = [
+                threading.Thread(target=_send_all, args=(push, chunks[i :: len(self.pushes)]))
+                for i, push in enumerate(self.pushes)
+            ]
+            for t in senders:
+                t.start()
+            for t in senders:
+                t.join(TIMEOUT_S)
         got = self.done.get(timeout=TIMEOUT_S)
         if isinstance(got, Exception):
             raise got
         t1, frames = got
         if check:
-            assert b"".join(f.bytes for f in frames) == view.tobytes(), "pyzmq delivered different bytes"
+            got = [f.bytes for f in frames]
+            if len(self.pushes) > 1:  # striped chunks arrive in any order; a receiver places them by offset
+                got, want = sorted(got), sorted(bytes(c) for c in chunks)
+                assert got == want, "pyzmq delivered different bytes"
+            else:
+                assert b"".join(got) == view.tobytes(), "pyzmq delivered different bytes"
         return t1 - t0
 
     def close(self) -> None:
         self.jobs.put(None)
         self.thread.join(TIMEOUT_S)
-        self.push.close(linger=0)
+        for push in self.pushes:
+            push.close(linger=0)
         self.pull.close(linger=0)
         self.ctx_tx.term()
         self.ctx_rx.term()
+
+
+def _send_all(sock: zmq.Socket, chunks: list) -> None:
+    for chunk in chunks:
+        sock.send(chunk, copy=False)
 
 
 class PyzmqEcho:
@@ -291,6 +319,7 @@ def throughput(sizes: list[int], repeats: int) -> tuple[list[dict], dict[tuple[s
         "fedcore-curve": FedcorePair(curve=True),
         "pyzmq": PyzmqPushPull(curve=False),
         "pyzmq-curve": PyzmqPushPull(curve=True),
+        "pyzmq-curve-x4": PyzmqPushPull(curve=True, connections=4),
     }
     rows, gbps = [], {}
     try:
