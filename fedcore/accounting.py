@@ -31,3 +31,8 @@ class ByteMeter:
     def snapshot(self) -> dict[str, int]:
         """A plain dict copy of the byte counts per kind."""
         return dict(self.bytes)
+
+
+def merge_counts(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+    """Per-kind totals of two counters (e.g. both directions: a kind like "control" flows both ways)."""
+    return {k: a.get(k, 0) + b.get(k, 0) for k in sorted(set(a) | set(b))}

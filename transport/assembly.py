@@ -76,6 +76,7 @@ def build_outgoing(
     chunk_bytes: int,
     max_bytes: int,
     tag: str = "data",
+    resend: bool = False,
 ) -> Outgoing:
     """Prebuild the messages of one transfer: header + first chunk, then chunk messages."""
     specs, wires = encode_tensors(tensors, codec)
@@ -103,6 +104,7 @@ def build_outgoing(
         "v": wire.VERSION,
         "kind": kind,
         "tag": tag,
+        "rs": resend,  # the sender resends unacknowledged transfers (go-back-N)
         "session": session,
         "step": step,
         "seq": seq,
@@ -125,6 +127,18 @@ def build_outgoing(
 
 
 _PADDING = memoryview(bytes(wire.ALIGN))
+_CAST_WIRE = {"fp16": "float16", "bf16": "bfloat16"}
+_FLOATS = ("float64", "float32", "float16", "bfloat16")
+
+
+def _check_codec_pair(spec: wire.TensorSpec) -> None:
+    """Only the (codec, wire dtype, original dtype) triples the codecs produce are accepted."""
+    if spec.orig_dtype is None:
+        return  # sent as it is (raw, or a non-float under a cast codec)
+    if spec.codec not in _CAST_WIRE or spec.dtype != _CAST_WIRE[spec.codec] or spec.orig_dtype not in _FLOATS:
+        raise ProtocolError(
+            f"tensor {spec.name!r}: codec {spec.codec!r} does not turn {spec.orig_dtype} into {spec.dtype}"
+        )
 
 
 class Incoming:
@@ -142,9 +156,15 @@ class Incoming:
         if total != header["total"]:
             raise ProtocolError(f"header total {header['total']} != tensor table sum {total}")
         wire._int(header.get("n"), "data header 'n'", 0, total)
+        decoded = 0
         for spec in self.specs:
             if spec.codec not in CODECS:
                 raise ProtocolError(f"tensor {spec.name!r}: unknown codec {spec.codec!r}")
+            _check_codec_pair(spec)
+            orig = wire.DTYPES[spec.orig_dtype] if spec.orig_dtype else wire.DTYPES[spec.dtype]
+            decoded += spec.nbytes // wire.DTYPES[spec.dtype].itemsize * orig.itemsize
+        if decoded > max_bytes:  # a cast codec may widen on decode: the cap holds for the result too
+            raise ProtocolError(f"transfer decodes to {decoded} bytes, over the {max_bytes}-byte cap")
         self.header = header
         self.total = total
         self.buffer: torch.Tensor = allocate(total)  # uint8 (total,), maybe pinned

@@ -22,9 +22,10 @@ def _size_class(nbytes: int) -> int:
 class BufferPool:
     """uint8 buffers by power-of-two size class, at most ``per_class`` kept per class."""
 
-    def __init__(self, *, pinned: bool, per_class: int = 2):
-        self.pinned, self.per_class = pinned, per_class
+    def __init__(self, *, pinned: bool, per_class: int = 2, max_cached_bytes: int = 1 << 30):
+        self.pinned, self.per_class, self.max_cached_bytes = pinned, per_class, max_cached_bytes
         self._free: dict[int, list[torch.Tensor]] = {}
+        self._cached = 0
         self._lock = threading.Lock()
         self.hits = self.misses = 0
 
@@ -38,6 +39,7 @@ class BufferPool:
             free = self._free.get(size)
             if free:
                 self.hits += 1
+                self._cached -= size
                 return free.pop()[:nbytes]
             self.misses += 1
         buf = torch.empty(size, dtype=torch.uint8, pin_memory=self.pinned)
@@ -51,5 +53,6 @@ class BufferPool:
             return
         with self._lock:
             free = self._free.setdefault(size, [])
-            if len(free) < self.per_class:
+            if len(free) < self.per_class and self._cached + size <= self.max_cached_bytes:
                 free.append(base)
+                self._cached += size

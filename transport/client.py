@@ -129,6 +129,7 @@ class Client(Endpoint):
         peer = self._route_for(SERVER)
         assert peer is not None
         try:
+            self._header_len = len(head)
             self._on_frames(peer, sock, wire.unpack(head.buffer), more)
         except (ProtocolError, ValueError, TypeError, RuntimeError, KeyError) as err:
             err = err if isinstance(err, ProtocolError) else ProtocolError(f"unprocessable: {err}")
@@ -143,8 +144,7 @@ class Client(Endpoint):
         if not isinstance(address, str) or not isinstance(key, str) or len(key) != 40:
             raise ProtocolError("rekey needs an address and a 40-char z85 server key")
         old = peer.sock
-        peer.sock = self._open(address, key.encode())
-        self._control(peer, "ping")  # the server learns our route on the new socket
+        peer.next_sock = self._open(address, key.encode())  # used from the next transfer boundary on
         self._retiring.append((old, time.monotonic() + max(0.0, float(overlap))))
 
     def _periodic(self, now: float) -> None:

@@ -33,6 +33,10 @@ from .pacer import TokenBucket
 _CONTROL = ("ack", "ping", "pong", "error", "bye", "rekey")
 
 
+class _Busy(ProtocolError):
+    """The receiver has no room for a transfer now; the sender may retry (not misbehaviour)."""
+
+
 @dataclass
 class Peer:
     """What the I/O thread knows about one peer."""
@@ -48,8 +52,9 @@ class Peer:
     unacked: dict[int, Outgoing] = field(default_factory=dict)
     incoming: Incoming | None = None
     discard_seq: int | None = None  # a duplicate transfer whose chunks are being skipped
-    delivered: dict[str, int] = field(default_factory=dict)  # session -> highest seq delivered
     key: str | None = None  # authenticated CURVE key (z85) bound to this peer
+    blocked_since: float | None = None  # sends to this peer have returned EAGAIN since then
+    next_sock: Any = None  # after a rekey: switch to it between transfers
 
 
 class Endpoint:
@@ -70,10 +75,14 @@ class Endpoint:
         self._seq = 0
         self._seq_lock = threading.Lock()
         self._peers: dict[str, Peer] = {}
-        self._banned: dict[bytes, float] = {}
+        self._banned: dict[bytes | str, float] = {}  # route or key -> ignored until
+        self._delivered: collections.OrderedDict = collections.OrderedDict()  # peer id -> (session, seq)
         self._inflight = 0
+        self._inbox_bytes = 0
+        self._inbox_lock = threading.Lock()
         self.buffers = BufferPool(pinned=self.options.use_pinned)
         self._sending: list[Outgoing] = []  # fully queued, waiting for libzmq to release frames
+        self._header_len = 0  # bytes of the header frame being handled (for accounting)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -109,6 +118,7 @@ class Endpoint:
         if not isinstance(tag, str) or not 0 < len(tag) <= 64:
             raise ValueError(f"tag must be a non-empty str of <= 64 chars, got {tag!r}")
         out = build_outgoing(
+            resend=self.options.resend_s > 0,
             seq=self._next_seq(),
             session=self.session,
             step=step,
@@ -133,7 +143,14 @@ class Endpoint:
             raise PeerTimeout(f"no message within {timeout} s") from None
         if isinstance(item, Exception):
             raise item
+        with self._inbox_lock:
+            self._inbox_bytes -= item.nbytes
         return item
+
+    def _deliver(self, message: Message) -> None:
+        with self._inbox_lock:
+            self._inbox_bytes += message.nbytes
+        self._inbox.put(message)
 
     def stats(self) -> dict[str, Any]:
         """Bytes and messages sent and received, per message kind."""
@@ -156,7 +173,22 @@ class Endpoint:
             self._thread.join(timeout)
         self._close_sockets()
         self._before_term()
-        self.ctx.term()
+        self.ctx.term()  # libzmq has released every frame now
+        closed = TransportError(f"{type(self).__name__} closed")
+        for peer in self._peers.values():
+            for out in [*peer.outbox, *peer.unacked.values()]:
+                out.handle.fail(closed)
+                out.handle.sent.set()
+        while True:
+            try:
+                command = self._commands.get_nowait()
+            except queue.Empty:
+                break
+            if command[0] == "send":
+                command[2].handle.fail(closed)
+                command[2].handle.sent.set()
+        for out in self._sending:
+            out.handle.sent.set()
         self._wake_r.close()
         self._wake_w.close()
 
@@ -233,8 +265,9 @@ class Endpoint:
                 self._handle_command(self._commands.get_nowait())
             except queue.Empty:
                 break
+        paused = self._inbox_bytes > self.options.max_inflight_bytes  # the user is not draining recv()
         for sock in list(registered):
-            if events.get(sock):
+            if events.get(sock) and not paused:
                 for _ in range(64):  # bounded: senders do not starve
                     try:
                         self._read_message(sock)
@@ -243,7 +276,7 @@ class Endpoint:
         now = time.monotonic()
         self._flush(now)
         self._release_sent()
-        self._housekeeping(now)
+        self._housekeeping(now, paused=paused)
         self._periodic(now)
 
     def _poll_ms(self) -> int:
@@ -251,19 +284,27 @@ class Endpoint:
         return 1 if busy else 50
 
     # ---------- sending ----------
-    def _send_frames(self, peer: Peer, frames: list[Any], *, track: bool) -> Any:
-        if peer.route is not None:
-            frames = [peer.route, *frames]
-        return peer.sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False, track=track)
+    def _send_frames(self, peer: Peer, frames: list[Any], *, track: bool) -> list[Any]:
+        """Send one message without blocking; returns a tracker for every zero-copy payload frame
+        (pyzmq's own ``track=`` covers only the last frame)."""
+        if track:
+            frames = [frames[0], *(zmq.Frame(f, track=True, copy=False) for f in frames[1:])]
+        wire_frames = [peer.route, *frames] if peer.route is not None else frames
+        peer.sock.send_multipart(wire_frames, flags=zmq.NOBLOCK, copy=False)
+        return [f.tracker for f in frames[1:]] if track else []
 
     def _control(self, peer: Peer, kind: str, **fields: Any) -> None:
+        if kind in ("ping", "pong") and any(k == kind for k, _ in peer.control):
+            return  # one pending ping / pong per peer is enough: a stalled peer cannot grow the queue
         peer.control.append((kind, [wire.pack({"v": wire.VERSION, "kind": kind, **fields})]))
 
     def _flush(self, now: float) -> None:
         for peer in list(self._peers.values()):
             try:
                 self._flush_peer(peer, now)
+                peer.blocked_since = None
             except zmq.Again:
+                peer.blocked_since = peer.blocked_since or now
                 continue  # this peer's queue is full; others go on
             except zmq.ZMQError as err:
                 if err.errno == zmq.EHOSTUNREACH:  # ROUTER_MANDATORY: the peer is gone
@@ -272,6 +313,9 @@ class Endpoint:
                     raise
 
     def _flush_peer(self, peer: Peer, now: float) -> None:
+        if peer.next_sock is not None and not peer.outbox and not peer.unacked and peer.incoming is None:
+            peer.sock, peer.next_sock = peer.next_sock, None  # a rekey takes effect between transfers
+            self._control(peer, "ping")  # the server learns our route on the new socket
         while peer.control:
             kind, frames = peer.control[0]
             self._send_frames(peer, frames, track=False)
@@ -284,9 +328,8 @@ class Endpoint:
             size = sum(len(f) for f in frames)
             if peer.bucket.ready_at(out.enqueued) > now:
                 return
-            tracker = self._send_frames(peer, frames, track=True)
+            out.trackers.extend(self._send_frames(peer, frames, track=True))
             peer.bucket.consume(size)
-            out.trackers.append(tracker)
             out.next_index += 1
             peer.last_sent = out.last_sent = now
             if out.next_index == len(out.messages):
@@ -294,13 +337,16 @@ class Endpoint:
                 self.meter_out.add(out.kind, out.nbytes)
                 out.sends += 1
                 peer.unacked[out.seq] = out
-                self._sending.append(out)
+                if out not in self._sending:
+                    self._sending.append(out)
 
     def _release_sent(self) -> None:
         """Mark transfers whose frames libzmq released (MessageTracker.done) as sent."""
         still = []
+        resend = self.options.resend_s > 0
         for out in self._sending:
-            if all(t is None or t.done for t in out.trackers):
+            keep_for_resend = resend and not out.handle.acked.is_set()  # a resend reads them again
+            if all(t.done for t in out.trackers) and not keep_for_resend:
                 out.trackers.clear()
                 out.handle.sent.set()
             else:
@@ -310,7 +356,7 @@ class Endpoint:
     # ---------- receiving ----------
     def _allocate(self, nbytes: int) -> torch.Tensor:
         if self._inflight + nbytes > self.options.max_inflight_bytes:
-            raise ProtocolError(f"busy: {self._inflight} bytes in flight; transfer of {nbytes} refused")
+            raise _Busy(f"busy: {self._inflight} bytes in flight; transfer of {nbytes} refused, retry later")
         self._inflight += nbytes
         return self.buffers.take(nbytes)
 
@@ -319,7 +365,7 @@ class Endpoint:
         kind = header["kind"]
         peer.last_seen = time.monotonic()
         if kind not in ("data", "chunk"):
-            self.meter_in.add(kind, 0)
+            self.meter_in.add(kind, self._header_len)
         if kind in ("data", "chunk"):
             self._on_payload(peer, sock, header, more)
             return
@@ -342,14 +388,24 @@ class Endpoint:
         if header["kind"] == "data":
             if peer.incoming is not None:
                 raise ProtocolError("a new transfer started before the previous one finished")
-            session, seq = header.get("session"), header.get("seq")
-            if isinstance(session, str) and type(seq) is int and seq <= peer.delivered.get(session, 0):
-                self._control(peer, "ack", seq=seq)  # a duplicate (resend after reconnect): ack, don't apply
+            session, seq = header.get("session"), wire._int(header.get("seq"), "data header 'seq'")
+            last = self._delivered.get(peer.pid)
+            if last is not None and last[0] == session:
+                gap = bool(header.get("rs")) and seq > last[1] + 1  # go-back-N: an earlier one is coming again
+                if seq <= last[1] or gap:
+                    if not gap:
+                        self._control(peer, "ack", seq=seq)  # a duplicate (resend after reconnect): ack only
+                    peer.discard_seq = seq
+                    self._drain(sock, more)
+                    return
+            peer.discard_seq = None
+            try:
+                peer.incoming = Incoming(header, max_bytes=self.options.max_transfer_bytes, allocate=self._allocate)
+            except _Busy as busy:  # backpressure, not misbehaviour: refuse this transfer only
+                self._control(peer, "error", reason=str(busy), seq=seq, busy=True)
                 peer.discard_seq = seq
                 self._drain(sock, more)
                 return
-            peer.discard_seq = None
-            peer.incoming = Incoming(header, max_bytes=self.options.max_transfer_bytes, allocate=self._allocate)
         else:
             if peer.discard_seq is not None and header.get("seq") == peer.discard_seq:
                 self._drain(sock, more)
@@ -372,10 +428,13 @@ class Endpoint:
             peer.incoming = None
             self._inflight -= inc.total
             message = inc.message(peer.pid, release=self.buffers.give)
-            self.meter_in.add(message.kind, inc.total)
-            peer.delivered[message.session] = message.seq
+            self.meter_in.add(message.kind if len(self.meter_in.bytes) < 256 else "other", inc.total)
+            self._delivered[peer.pid] = (message.session, message.seq)
+            self._delivered.move_to_end(peer.pid)
+            if len(self._delivered) > 4096:
+                self._delivered.popitem(last=False)
             self._control(peer, "ack", seq=message.seq)
-            self._inbox.put(message)
+            self._deliver(message)
 
     def _drain(self, sock: zmq.Socket, more: bool) -> None:
         while more:
@@ -385,7 +444,11 @@ class Endpoint:
     def _on_error(self, peer: Peer, header: dict[str, Any]) -> None:
         reason = str(header.get("reason", ""))[:500]
         cls = AuthError if header.get("auth") else ProtocolError
-        self._inbox.put(cls(f"{self.peer_label} {peer.pid} refused our message: {reason}", peer=peer.pid))
+        error = cls(f"{self.peer_label} {peer.pid} refused our message: {reason}", peer=peer.pid)
+        out = peer.unacked.pop(header["seq"], None) if type(header.get("seq")) is int else None
+        if out is not None:
+            out.handle.fail(error)  # e.g. the receiver was busy: this transfer was not taken
+        self._inbox.put(error)
 
     def _on_bye(self, peer: Peer, header: dict[str, Any]) -> None:
         self._drop_peer(peer, None)
@@ -394,10 +457,21 @@ class Endpoint:
         raise ProtocolError("unexpected rekey")
 
     # ---------- liveness ----------
-    def _housekeeping(self, now: float) -> None:
+    def _housekeeping(self, now: float, *, paused: bool = False) -> None:
         lease = self.options.lease_s
+        for key, until in list(self._banned.items()):
+            if now >= until:
+                del self._banned[key]
         for peer in list(self._peers.values()):
-            if now - peer.last_seen > lease:
+            if peer.blocked_since is not None and now - peer.blocked_since > lease:
+                self._drop_peer(
+                    peer, PeerTimeout(f"{self.peer_label} {peer.pid} has not read for {lease} s", peer=peer.pid)
+                )
+                continue
+            if peer.incoming is not None and now - peer.incoming.touched > lease:
+                self._refuse(peer, peer.route, ProtocolError(f"transfer stalled for {lease} s"), peer.sock)
+                continue
+            if now - peer.last_seen > lease and not paused:
                 self._drop_peer(
                     peer,
                     PeerTimeout(
@@ -408,12 +482,14 @@ class Endpoint:
                 continue
             if now - peer.last_sent > lease / 4 and not peer.outbox:
                 self._control(peer, "ping")
-            if self.options.resend_s > 0:
-                for out in list(peer.unacked.values()):
-                    if out.handle.sent.is_set() and now - out.last_sent > self.options.resend_s and out.sends < 5:
-                        peer.unacked.pop(out.seq)
+            if self.options.resend_s > 0 and peer.unacked and not (peer.outbox and peer.outbox[0].next_index):
+                oldest = peer.unacked[min(peer.unacked)]
+                if now - oldest.last_sent > self.options.resend_s and oldest.sends < 5:
+                    # go-back-N: every unacknowledged transfer again, in order, ahead of new ones
+                    for seq in sorted(peer.unacked, reverse=True):
+                        out = peer.unacked.pop(seq)
                         out.next_index, out.enqueued = 0, now
-                        peer.outbox.append(out)
+                        peer.outbox.appendleft(out)
 
     def _drop_peer(self, peer: Peer, error: Exception | None) -> None:
         self._peers.pop(peer.pid, None)
@@ -421,6 +497,8 @@ class Endpoint:
         failure = error or TransportError(f"{self.peer_label} {peer.pid} left")
         for out in [*peer.outbox, *peer.unacked.values()]:
             out.handle.fail(failure)
+            if out not in self._sending:
+                self._sending.append(out)  # "sent" only once libzmq released its frames
         if error is not None:
             self._inbox.put(error)
 
@@ -446,5 +524,9 @@ class Endpoint:
             pass
         if peer is not None:
             self._drop_peer(peer, None)
-        if route is not None and self.options.ban_s > 0:
-            self._banned[route] = time.monotonic() + self.options.ban_s
+        if self.options.ban_s > 0:
+            until = time.monotonic() + self.options.ban_s
+            if route is not None:
+                self._banned[route] = until
+            if peer is not None and peer.key is not None:
+                self._banned[peer.key] = until  # a new connection with the same key stays ignored

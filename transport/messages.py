@@ -61,8 +61,9 @@ class SendHandle:
         self.error: Exception | None = None
 
     def fail(self, error: Exception) -> None:
+        """Record why the transfer will not be acknowledged. ``sent`` is still set only once
+        libzmq released the frames (the endpoint does that), so buffers are never reused early."""
         self.error = error
-        self.sent.set()
         self.acked.set()
 
     def wait(self, timeout: float | None = None) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from .errors import PeerTimeout
 from .messages import Message, SendHandle
 
 
@@ -48,10 +49,10 @@ class OverlappedSender:
     """``send`` device tensors without waiting for the copy or the wire; returns a Future of the
     transport's SendHandle. ``link`` is a Server or Client (anything with ``send_to``)."""
 
-    def __init__(self, link: Any, *, slots: int = 2):
+    def __init__(self, link: Any, *, slots: int = 2, timeout: float = 300.0):
         if slots < 1:
             raise ValueError(f"slots must be >= 1, got {slots}")
-        self.link = link
+        self.link, self.timeout = link, timeout
         self.cuda = torch.cuda.is_available()
         self._slots = [_Slot() for _ in range(slots)] if self.cuda else []
         self._next = 0
@@ -78,7 +79,8 @@ class OverlappedSender:
             return future
         slot = self._slots[self._next]
         self._next = (self._next + 1) % len(self._slots)
-        slot.free.wait()  # a slot is reused only after libzmq released the frames that read it
+        if not slot.free.wait(self.timeout):  # reused only after libzmq released the frames reading it
+            raise PeerTimeout(f"staging slot still in use after {self.timeout} s (is the peer reading?)")
         slot.free.clear()
         computed = torch.cuda.Event()
         computed.record()  # on the current (compute) stream
@@ -105,8 +107,8 @@ class OverlappedSender:
                     copied.synchronize()  # reading the slot before the copy finished reads garbage
                 handle: SendHandle = self.link.send_to(peer, tensors, meta, step=step, codec=codec, tag=tag)
                 future.set_result(handle)
-                if slot is not None:
-                    handle.sent.wait()
+                if slot is not None and not handle.sent.wait(self.timeout):
+                    raise PeerTimeout(f"send not released by libzmq within {self.timeout} s")
             except Exception as err:  # noqa: BLE001 - handed to the caller through the future
                 future.set_exception(err)
             finally:
@@ -144,11 +146,13 @@ class OverlappedReceiver:
         torch.cuda.current_stream(self.device).wait_event(done)
         for t in moved.values():
             t.record_stream(torch.cuda.current_stream(self.device))
+
         def release_when_copied() -> None:
             done.synchronize()  # the H2D copies read the receive buffer until then
             msg.release()
 
         self._releaser.submit(release_when_copied)
+        msg.tensors = {}  # its CPU views will be recycled: only the device copies are the caller's
         return msg, moved
 
     def close(self) -> None:

@@ -90,6 +90,8 @@ class Server(Endpoint):
         tag: str = "data",
     ) -> SendHandle:
         """Queue named tensors (+ small meta) for client ``peer``; returns at once with a handle."""
+        if not isinstance(peer, str):
+            raise ValueError(f"Server.send needs a client's peer id (Message.peer), got {peer!r}")
         return self._submit(peer, tensors, meta, step=step, codec=codec, tag=tag)
 
     send_to = send  # the Link interface name
@@ -153,6 +155,15 @@ class Server(Endpoint):
         if now - self._last_refresh > ALLOW_REFRESH_S:
             self.allowed.refresh()
             self._last_refresh = now
+            if not self.plaintext:  # revocation also stops what we would send to that client
+                for peer in list(self._peers.values()):
+                    if peer.pid not in self.allowed:
+                        self._refuse(
+                            peer,
+                            peer.route,
+                            AuthError("client key is no longer allowed (revoked)", peer=peer.pid),
+                            peer.sock,
+                        )
         for sock, deadline in list(self._retiring):
             if now >= deadline:
                 self._retiring.remove((sock, deadline))
@@ -177,18 +188,18 @@ class Server(Endpoint):
             return  # an identity with nothing after it: nothing to answer
         head = sock.recv(copy=False)
         more = bool(sock.getsockopt(zmq.RCVMORE))
-        until = self._banned.get(route)
-        if until is not None:
-            if time.monotonic() < until:
-                self._drain(sock, more)
-                return
-            del self._banned[route]
+        if route in self._banned:
+            self._drain(sock, more)  # expired bans are purged by the I/O loop's housekeeping
+            return
         peer = None
         try:
             if self.plaintext:
                 pid = route.hex()
             else:
                 pid = str(head.get("User-Id"))  # the key CURVE authenticated for this connection
+                if pid in self._banned:
+                    self._drain(sock, more)
+                    return
                 if pid not in self.allowed:
                     raise AuthError(f"client key {pid} is not (or no longer) allowed", peer=pid)
             peer = self._peers.get(pid)
@@ -196,6 +207,7 @@ class Server(Endpoint):
                 peer = Peer(pid, sock, route, TokenBucket(self.options.link), key=pid)
                 self._peers[pid] = peer
             peer.sock, peer.route = sock, route  # a reconnect or key rotation moves the peer
+            self._header_len = len(head)
             self._on_frames(peer, sock, wire.unpack(head.buffer), more)
         except (ProtocolError, AuthError) as err:
             self._drain(sock, bool(sock.getsockopt(zmq.RCVMORE)))

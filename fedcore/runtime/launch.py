@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from fedcore.accounting import merge_counts
 from fedcore.algorithms.split.inprocess import SplitRunResult
 from fedcore.algorithms.split.roles import SplitClientRole, SplitServerRole, StepReport
 from fedcore.algorithms.split.setup import build_client_data, build_split, client_parts, endless_batches, server_parts
@@ -111,8 +112,8 @@ def run_split_processes(
         eval_start=result.eval_start,
         eval_end=result.eval_end,
         steps=result.reports,
-        wire_bytes={**stats["received"], **stats["sent"]},
-        wire_messages={**stats["received_messages"], **stats["sent_messages"]},
+        wire_bytes=merge_counts(stats["received"], stats["sent"]),
+        wire_messages=merge_counts(stats["received_messages"], stats["sent_messages"]),
         wall_seconds=time.perf_counter() - t0,
         client_sizes=[len(d.train) for d in data],
         extra={"skills": [d.skills for d in data], "transport": "zmq+curve" if config.transport.curve else "zmq"},

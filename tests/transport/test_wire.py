@@ -5,16 +5,23 @@ from __future__ import annotations
 import msgpack
 import pytest
 import torch
-
 from fedcore.transport import ProtocolError
 from fedcore.transport.assembly import Incoming, build_outgoing
 from fedcore.transport.wire import ALIGN, HEADER_CAP, align, pack, parse_table, unpack
 
 
 def _header(**over):
-    out = build_outgoing(seq=1, session="s", step=0, kind="data", meta={}, codec="raw",
-                         tensors={"a": torch.ones(3), "b": torch.arange(5, dtype=torch.int8)},
-                         chunk_bytes=1 << 20, max_bytes=1 << 20)
+    out = build_outgoing(
+        seq=1,
+        session="s",
+        step=0,
+        kind="data",
+        meta={},
+        codec="raw",
+        tensors={"a": torch.ones(3), "b": torch.arange(5, dtype=torch.int8)},
+        chunk_bytes=1 << 20,
+        max_bytes=1 << 20,
+    )
     head = unpack(out.messages[0][0])
     head.update(over)
     return head
@@ -94,3 +101,11 @@ def test_chunks_must_continue_the_transfer():
     inc.write(0, 10, 10)
     with pytest.raises(ProtocolError):
         inc.write(10, 100, 100)  # past the end
+
+
+def test_codec_and_dtype_must_agree():
+    head = _header()
+    head["tensors"][0][1:3] = ["uint8", [12]]  # 12 bytes of uint8 ...
+    head["tensors"][0][5:7] = ["fp16", "complex64"]  # ... claiming to decode to complex64
+    with pytest.raises(ProtocolError, match="does not turn"):
+        Incoming(head, max_bytes=1 << 20, allocate=lambda n: torch.empty(n, dtype=torch.uint8))

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from fedcore.accounting import merge_counts
 from fedcore.data import CharTokenizer
 from fedcore.runtime.config import RunConfig
 from fedcore.transport import InProcessHub
@@ -88,13 +89,12 @@ def run_split_inprocess(config: RunConfig, *, on_step: Callable[[StepReport], No
     if errors:
         raise errors[0]
     stats = server_link.stats()
-    wire = {**stats["received"], **stats["sent"]}
     return SplitRunResult(
         eval_start=result.eval_start,
         eval_end=result.eval_end,
         steps=result.reports,
-        wire_bytes=wire,
-        wire_messages=dict(server_link.meter_out.messages) | dict(server_link.meter_in.messages),
+        wire_bytes=merge_counts(stats["received"], stats["sent"]),
+        wire_messages=merge_counts(dict(server_link.meter_in.messages), dict(server_link.meter_out.messages)),
         wall_seconds=time.perf_counter() - t0,
         client_sizes=[len(d.train) for d in data],
         extra={"skills": [d.skills for d in data], "transport": "inprocess"},
