@@ -10,3 +10,13 @@ if __name__ != "fedcore.kernels":
         "'kernels' is not a top-level module: use fedcore.kernels. The fedcore checkout is on sys.path; "
         "run from another directory, use the installed commands, or set PYTHONSAFEPATH=1."
     )
+
+from .fisher import (  # noqa: E402
+    lora_inputs,
+    persample_rowsum,
+    persample_sqgrad,
+    persample_sqgrad_reference,
+    persample_sqnorm,
+)
+
+__all__ = ["lora_inputs", "persample_rowsum", "persample_sqgrad", "persample_sqgrad_reference", "persample_sqnorm"]
