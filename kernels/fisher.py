@@ -176,7 +176,7 @@ def persample_rowsum(x: torch.Tensor, g: torch.Tensor, mask: torch.Tensor | None
     if _ghost_cheaper(x.shape[1], x.shape[2], g.shape[2]):
         gram = x @ x.transpose(1, 2)  # (B, T, T)
         return ((gram @ g) * g).sum(dim=(0, 1))
-    return sum((g[n].t() @ x[n]).square().sum(dim=1) for n in range(x.shape[0]))
+    return torch.stack([(g[n].t() @ x[n]).square().sum(dim=1) for n in range(x.shape[0])]).sum(0)
 
 
 def lora_inputs(x: torch.Tensor, g: torch.Tensor, A: torch.Tensor, B: torch.Tensor, scale: float
