@@ -18,5 +18,15 @@ from .fisher import (  # noqa: E402
     persample_sqgrad_reference,
     persample_sqnorm,
 )
+from .lora import lora_linear, lora_merge_, lora_unmerge_  # noqa: E402
 
-__all__ = ["lora_inputs", "persample_rowsum", "persample_sqgrad", "persample_sqgrad_reference", "persample_sqnorm"]
+__all__ = [
+    "lora_linear",
+    "lora_merge_",
+    "lora_unmerge_",
+    "lora_inputs",
+    "persample_rowsum",
+    "persample_sqgrad",
+    "persample_sqgrad_reference",
+    "persample_sqnorm",
+]

@@ -1,0 +1,170 @@
+"""Fused LoRA linear (y = x W^T + s (x A^T) B^T + b) and in-place merge / exact unmerge.
+
+Forward: one Triton program per (BLOCK_M x BLOCK_N) output tile reads its rows of x once per K
+step and accumulates both x W^T and the rank-r x A^T from the same tile, then adds s (x A^T) B^T
+(r is padded to what tl.dot needs; padding lanes are masked). The x A^T of the first column of
+tiles is stored for backward. Backward (torch GEMMs, W frozen): dB = s dY^T (x A^T),
+dA = s (dY B)^T x, dx = dY W + s (dY B) A only when x requires grad.
+Merge: W += s B A in one pass over W tiles; the exact restore copies back the original W that
+merge returns (a bf16 W += s B A then -= s B A is not bit-exact).
+Dropout on the LoRA path is not fused: LoRALinear with dropout > 0 keeps its torch path.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+# 32x32 output tiles and 32-wide K steps: small enough for the CPU interpreter at CI sizes, the
+# tl.dot minimum of 16 everywhere; GPU tuning awaits a GPU run (bench/bench_lora.py).
+BLOCK_M, BLOCK_N, BLOCK_K = 32, 32, 32
+
+
+def _block_r(r: int) -> int:
+    return max(16, triton.next_power_of_2(r))
+
+
+@triton.jit
+def _dot(a, b, HALF: tl.constexpr):
+    if HALF:  # bf16/fp16 on a GPU: tensor cores with fp32 accumulation
+        return tl.dot(a, b, out_dtype=tl.float32)
+    return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee", out_dtype=tl.float32)
+
+
+@triton.jit
+def _lora_fwd_kernel(
+    x_ptr, w_ptr, a_ptr, b_ptr, bias_ptr, y_ptr, xa_ptr, M, N, K, R, scale,
+    sxm, sxk, swn, swk, sar, sak, sbn, sbr, sym, syn,
+    HAS_BIAS: tl.constexpr, HALF: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+    BR: tl.constexpr,
+):  # fmt: skip
+    pid_m, pid_n = tl.program_id(0), tl.program_id(1)
+    rm = pid_m * BM + tl.arange(0, BM)
+    rn = pid_n * BN + tl.arange(0, BN)
+    rr = tl.arange(0, BR)
+    acc = tl.zeros((BM, BN), dtype=tl.float32)
+    xa = tl.zeros((BM, BR), dtype=tl.float32)
+    for k0 in range(0, K, BK):
+        rk = k0 + tl.arange(0, BK)
+        kmask = rk < K
+        x = tl.load(x_ptr + rm[:, None] * sxm + rk[None, :] * sxk, mask=(rm[:, None] < M) & kmask[None, :], other=0.0)
+        w = tl.load(w_ptr + rn[:, None] * swn + rk[None, :] * swk, mask=(rn[:, None] < N) & kmask[None, :], other=0.0)
+        a = tl.load(a_ptr + rr[:, None] * sar + rk[None, :] * sak, mask=(rr[:, None] < R) & kmask[None, :], other=0.0)
+        acc += _dot(x, tl.trans(w), HALF)
+        xa += _dot(x, tl.trans(a), HALF)
+    b = tl.load(b_ptr + rn[:, None] * sbn + rr[None, :] * sbr, mask=(rn[:, None] < N) & (rr[None, :] < R), other=0.0)
+    acc += scale * tl.dot(xa, tl.trans(b.to(tl.float32)), input_precision="ieee", out_dtype=tl.float32)
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
+    tl.store(
+        y_ptr + rm[:, None] * sym + rn[None, :] * syn,
+        acc.to(y_ptr.dtype.element_ty),
+        mask=(rm[:, None] < M) & (rn[None, :] < N),
+    )
+    if pid_n == 0:  # x A^T for the backward (M, R) fp32
+        tl.store(xa_ptr + rm[:, None] * R + rr[None, :], xa, mask=(rm[:, None] < M) & (rr[None, :] < R))
+
+
+@triton.jit
+def _merge_kernel(w_ptr, a_ptr, b_ptr, N, K, R, scale, swn, swk, sar, sak, sbn, sbr,
+                  BN: tl.constexpr, BK: tl.constexpr, BR: tl.constexpr):  # fmt: skip
+    rn = tl.program_id(0) * BN + tl.arange(0, BN)
+    rk = tl.program_id(1) * BK + tl.arange(0, BK)
+    rr = tl.arange(0, BR)
+    b = tl.load(b_ptr + rn[:, None] * sbn + rr[None, :] * sbr, mask=(rn[:, None] < N) & (rr[None, :] < R), other=0.0)
+    a = tl.load(a_ptr + rr[:, None] * sar + rk[None, :] * sak, mask=(rr[:, None] < R) & (rk[None, :] < K), other=0.0)
+    delta = tl.dot(b.to(tl.float32), a.to(tl.float32), input_precision="ieee", out_dtype=tl.float32)
+    ptr = w_ptr + rn[:, None] * swn + rk[None, :] * swk
+    mask = (rn[:, None] < N) & (rk[None, :] < K)
+    w = tl.load(ptr, mask=mask, other=0.0).to(tl.float32)
+    tl.store(ptr, (w + scale * delta).to(w_ptr.dtype.element_ty), mask=mask)
+
+
+def _half(*ts: torch.Tensor) -> bool:
+    return ts[0].is_cuda and all(t.dtype == ts[0].dtype for t in ts) and ts[0].dtype in (torch.float16, torch.bfloat16)
+
+
+def lora_linear_forward(x2: torch.Tensor, W: torch.Tensor, A: torch.Tensor, B: torch.Tensor, scale: float,
+                        bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Kernel launch: x2 (M, K) -> (y (M, N) in x's dtype, x A^T (M, R) fp32)."""
+    M, K = x2.shape
+    N, R = W.shape[0], A.shape[0]
+    y = torch.empty(M, N, dtype=x2.dtype, device=x2.device)
+    xa = torch.empty(M, R, dtype=torch.float32, device=x2.device)
+    grid = (triton.cdiv(M, BLOCK_M), triton.cdiv(N, BLOCK_N))
+    _lora_fwd_kernel[grid](
+        x2, W, A, B, bias if bias is not None else W, y, xa, M, N, K, R, float(scale),
+        x2.stride(0), x2.stride(1), W.stride(0), W.stride(1), A.stride(0), A.stride(1),
+        B.stride(0), B.stride(1), y.stride(0), y.stride(1),
+        HAS_BIAS=bias is not None, HALF=_half(x2, W, A), BM=BLOCK_M, BN=BLOCK_N, BK=BLOCK_K, BR=_block_r(R),
+    )  # fmt: skip
+    return y, xa
+
+
+class LoRALinearFunction(torch.autograd.Function):
+    """Autograd for the fused forward; W (and bias) are frozen: they get no gradient."""
+
+    @staticmethod
+    def forward(ctx, x, W, A, B, scale, bias):  # type: ignore[override]
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1])
+        y, xa = lora_linear_forward(x2, W, A, B, scale, bias)
+        ctx.save_for_backward(x2, W, A, B, xa)
+        ctx.scale, ctx.shape = scale, shape
+        return y.reshape(*shape[:-1], W.shape[0])
+
+    @staticmethod
+    def backward(ctx, dy):  # type: ignore[override]
+        x2, W, A, B, xa = ctx.saved_tensors
+        s = ctx.scale
+        dy2 = dy.reshape(-1, W.shape[0])
+        dyB = dy2 @ B  # (M, R)
+        dA = (s * dyB.t() @ x2).to(A.dtype) if ctx.needs_input_grad[2] else None
+        dB = (s * dy2.t().float() @ xa).to(B.dtype) if ctx.needs_input_grad[3] else None
+        dx = None
+        if ctx.needs_input_grad[0]:
+            dx = (dy2 @ W + s * dyB @ A).reshape(ctx.shape)
+        return dx, None, dA, dB, None, None
+
+
+def lora_linear(x: torch.Tensor, W: torch.Tensor, A: torch.Tensor, B: torch.Tensor, scale: float,
+                bias: torch.Tensor | None = None, *, dropout: float = 0.0) -> torch.Tensor:  # fmt: skip
+    """y = x W^T + scale (x A^T) B^T (+ bias), x (..., d_in), W (d_out, d_in) frozen, A (r, d_in),
+    B (d_out, r); output in x's dtype. Gradients flow to A, B and (if it requires grad) x."""
+    if dropout:
+        raise ValueError("dropout on the LoRA path is not fused: use fedcore.lora.LoRALinear (torch path) for it")
+    if x.shape[-1] != W.shape[1] or A.shape != (A.shape[0], W.shape[1]) or B.shape != (W.shape[0], A.shape[0]):
+        raise ValueError(f"shapes do not chain: x {tuple(x.shape)}, W {tuple(W.shape)}, A {tuple(A.shape)}, "
+                         f"B {tuple(B.shape)}")  # fmt: skip
+    if W.requires_grad:
+        raise ValueError("W must be frozen (requires_grad=False): lora_linear gives it no gradient")
+    return LoRALinearFunction.apply(x, W, A, B, scale, bias)
+
+
+def triton_available_for(x: torch.Tensor) -> bool:
+    """True where the Triton path runs: on CUDA, or on CPU under TRITON_INTERPRET=1."""
+    return x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"
+
+
+@torch.no_grad()
+def lora_merge_(W: torch.Tensor, A: torch.Tensor, B: torch.Tensor, scale: float) -> torch.Tensor:
+    """W += scale * B @ A in place (one pass over W, fp32 math). Returns a copy of the original W:
+    pass it to ``lora_unmerge_`` for a bit-exact restore."""
+    original = W.clone()
+    N, K = W.shape
+    grid = (triton.cdiv(N, BLOCK_N), triton.cdiv(K, BLOCK_K))
+    _merge_kernel[grid](W, A, B, N, K, A.shape[0], float(scale), W.stride(0), W.stride(1),
+                        A.stride(0), A.stride(1), B.stride(0), B.stride(1),
+                        BN=BLOCK_N, BK=BLOCK_K, BR=_block_r(A.shape[0]))  # fmt: skip
+    return original
+
+
+@torch.no_grad()
+def lora_unmerge_(W: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
+    """Restore W exactly from the copy ``lora_merge_`` returned (in place; returns W)."""
+    if original.shape != W.shape or original.dtype != W.dtype:
+        raise ValueError("original must be the tensor lora_merge_ returned for this W")
+    return W.copy_(original)
