@@ -70,8 +70,8 @@ def main() -> None:
             from fedcore.kernels import lora_merge_, lora_unmerge_
 
             W = base.weight
-            copy_ms = median_ms(lambda: W.clone())  # read + write of W: the byte floor of one pass
-            merge_ms = median_ms(lambda: lora_unmerge_(W, lora_merge_(W, ours.lora_A, ours.lora_B, ours.scale)))
+            copy_ms = median_ms(lambda W=W: W.clone())  # read + write of W: the byte floor of one pass
+            merge_ms = median_ms(lambda W=W, m=ours: lora_unmerge_(W, lora_merge_(W, m.lora_A, m.lora_B, m.scale)))
             rows.append({"case": case + " merge+unmerge", "impl": "fedcore", "ms": round(merge_ms, 4)})
             # merge reads + writes W and writes the backup; unmerge reads the backup and writes W: 3 copies
             goals.append(goal(f"{case}: merge+unmerge share of byte limit", 3 * copy_ms / merge_ms, ">= 0.80"))
