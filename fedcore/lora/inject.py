@@ -92,3 +92,26 @@ def load_lora_state(module: nn.Module, state: dict[str, torch.Tensor]) -> None:
         if p.shape != state[name].shape:
             raise ValueError(f"LoRA state {name}: shape {tuple(state[name].shape)} != {tuple(p.shape)}")
         p.copy_(state[name])
+
+
+def inject_lora_blocks(
+    model: nn.Module,
+    block_ids: Iterable[int] | None = None,
+    *,
+    layers_per_block: int = 1,
+    targets: Iterable[str] = ("q", "v"),
+    r: int = 8,
+    alpha: float = 16.0,
+    dropout: float = 0.0,
+) -> list[str]:
+    """``inject_lora`` into the coordinate blocks ``block_ids`` of a transformers causal LM (all
+    blocks when None); blocks come from ``fedcore.model.group_blocks(model, layers_per_block)``."""
+    from fedcore.model import group_blocks  # model depends on nothing in lora; import late
+
+    groups = group_blocks(model, layers_per_block)
+    ids = range(len(groups)) if block_ids is None else sorted(set(block_ids))
+    bad = [i for i in ids if not 0 <= i < len(groups)]
+    if bad:
+        raise ValueError(f"block ids {bad} out of range 0..{len(groups) - 1}")
+    layers = [layer for i in ids for layer in groups[i]]
+    return inject_lora(layers, targets=targets, r=r, alpha=alpha, dropout=dropout)

@@ -87,3 +87,15 @@ def test_state_round_trip_and_mismatch():
     state.pop(next(iter(state)))
     with pytest.raises(ValueError, match="missing"):
         load_lora_state(llama, state)
+
+
+def test_inject_by_block_ids():
+    from fedcore.lora import inject_lora_blocks
+
+    llama = tiny_causal_lm("llama", num_layers=4)
+    names = inject_lora_blocks(llama, [1], layers_per_block=2, targets=["o"], r=2, alpha=4)
+    assert names == ["0.self_attn.o_proj", "1.self_attn.o_proj"]
+    assert isinstance(llama.model.layers[2].self_attn.o_proj, LoRALinear)
+    assert not isinstance(llama.model.layers[1].self_attn.o_proj, LoRALinear)
+    with pytest.raises(ValueError, match="out of range"):
+        inject_lora_blocks(llama, [5])
