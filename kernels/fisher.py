@@ -39,13 +39,14 @@ def _sqgrad_kernel(
     BO: tl.constexpr, BI: tl.constexpr, BT: tl.constexpr,
 ):  # fmt: skip
     pid_o, pid_i = tl.program_id(0), tl.program_id(1)
-    ro = pid_o * BO + tl.arange(0, BO)
-    ri = pid_i * BI + tl.arange(0, BI)
+    ro = (pid_o * BO + tl.arange(0, BO)).to(tl.int64)  # int64 offsets: B * T * d can pass 2^31
+    ri = (pid_i * BI + tl.arange(0, BI)).to(tl.int64)
     total = tl.zeros((BO, BI), dtype=ACC)
-    for n in range(0, B):
+    for n0 in range(0, B):
+        n = tl.cast(n0, tl.int64)
         tile = tl.zeros((BO, BI), dtype=ACC)
         for t0 in range(0, T, BT):
-            rt = t0 + tl.arange(0, BT)
+            rt = (t0 + tl.arange(0, BT)).to(tl.int64)
             tmask = rt < T
             g = tl.load(
                 g_ptr + n * sgb + rt[:, None] * sgt + ro[None, :] * sgo,
@@ -157,26 +158,31 @@ def _ghost_cheaper(steps: int, d_in: int, d_out: int) -> bool:
 def persample_sqnorm(x: torch.Tensor, g: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """||g_n^T x_n||_F^2 per sample: (B,), fp32 (fp64 for fp64 inputs). Ghost form when cheaper."""
     _check(x, g, mask)
-    dtype = _stat_dtype(x)
-    x, g = x.to(dtype), g.to(dtype)
-    if mask is not None:
-        g = g * mask[..., None].to(dtype)
-    if _ghost_cheaper(x.shape[1], x.shape[2], g.shape[2]):
-        return ((x @ x.transpose(1, 2)) * (g @ g.transpose(1, 2))).sum(dim=(1, 2))
-    return torch.stack([(g[n].t() @ x[n]).square().sum() for n in range(x.shape[0])])
+    ghost = _ghost_cheaper(x.shape[1], x.shape[2], g.shape[2])
+    out = []
+    for xn, gn in _samples(x, g, mask):  # one sample at a time: no fp32 copy of all of g
+        out.append(((xn @ xn.t()) * (gn @ gn.t())).sum() if ghost else (gn.t() @ xn).square().sum())
+    return torch.stack(out)
 
 
 def persample_rowsum(x: torch.Tensor, g: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """sum_n sum_j (g_n^T x_n)_ij^2: (d_out,), fp32 (fp64 for fp64 inputs). Ghost form when cheaper."""
     _check(x, g, mask)
+    ghost = _ghost_cheaper(x.shape[1], x.shape[2], g.shape[2])
+    out = torch.zeros(g.shape[2], dtype=_stat_dtype(x), device=x.device)
+    for xn, gn in _samples(x, g, mask):
+        out += (((xn @ xn.t()) @ gn) * gn).sum(0) if ghost else (gn.t() @ xn).square().sum(1)
+    return out
+
+
+def _samples(x: torch.Tensor, g: torch.Tensor, mask: torch.Tensor | None):
+    """(x_n, g_n) in the statistics dtype, masked, one sample at a time."""
     dtype = _stat_dtype(x)
-    x, g = x.to(dtype), g.to(dtype)
-    if mask is not None:
-        g = g * mask[..., None].to(dtype)
-    if _ghost_cheaper(x.shape[1], x.shape[2], g.shape[2]):
-        gram = x @ x.transpose(1, 2)  # (B, T, T)
-        return ((gram @ g) * g).sum(dim=(0, 1))
-    return torch.stack([(g[n].t() @ x[n]).square().sum(dim=1) for n in range(x.shape[0])]).sum(0)
+    for n in range(x.shape[0]):
+        xn, gn = x[n].to(dtype), g[n].to(dtype)
+        if mask is not None:
+            gn = gn * mask[n, :, None].to(dtype)
+        yield xn, gn
 
 
 def lora_inputs(x: torch.Tensor, g: torch.Tensor, A: torch.Tensor, B: torch.Tensor, scale: float

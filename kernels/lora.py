@@ -42,8 +42,8 @@ def _lora_fwd_kernel(
     BR: tl.constexpr,
 ):  # fmt: skip
     pid_m, pid_n = tl.program_id(0), tl.program_id(1)
-    rm = pid_m * BM + tl.arange(0, BM)
-    rn = pid_n * BN + tl.arange(0, BN)
+    rm = (pid_m * BM + tl.arange(0, BM)).to(tl.int64)  # int64: M * N can pass 2^31
+    rn = (pid_n * BN + tl.arange(0, BN)).to(tl.int64)
     rr = tl.arange(0, BR)
     acc = tl.zeros((BM, BN), dtype=tl.float32)
     xa = tl.zeros((BM, BR), dtype=tl.float32)
@@ -54,7 +54,7 @@ def _lora_fwd_kernel(
         w = tl.load(w_ptr + rn[:, None] * swn + rk[None, :] * swk, mask=(rn[:, None] < N) & kmask[None, :], other=0.0)
         a = tl.load(a_ptr + rr[:, None] * sar + rk[None, :] * sak, mask=(rr[:, None] < R) & kmask[None, :], other=0.0)
         acc += _dot(x, tl.trans(w), HALF)
-        xa += _dot(x, tl.trans(a), HALF)
+        xa += _dot(x, tl.trans(a.to(x.dtype)), HALF)  # fp32 adapters on a bf16 model: cast A once
     b = tl.load(b_ptr + rn[:, None] * sbn + rr[None, :] * sbr, mask=(rn[:, None] < N) & (rr[None, :] < R), other=0.0)
     acc += scale * tl.dot(xa, tl.trans(b.to(tl.float32)), input_precision="ieee", out_dtype=tl.float32)
     if HAS_BIAS:
@@ -71,8 +71,8 @@ def _lora_fwd_kernel(
 @triton.jit
 def _merge_kernel(w_ptr, a_ptr, b_ptr, N, K, R, scale, swn, swk, sar, sak, sbn, sbr,
                   BN: tl.constexpr, BK: tl.constexpr, BR: tl.constexpr):  # fmt: skip
-    rn = tl.program_id(0) * BN + tl.arange(0, BN)
-    rk = tl.program_id(1) * BK + tl.arange(0, BK)
+    rn = (tl.program_id(0) * BN + tl.arange(0, BN)).to(tl.int64)
+    rk = (tl.program_id(1) * BK + tl.arange(0, BK)).to(tl.int64)
     rr = tl.arange(0, BR)
     b = tl.load(b_ptr + rn[:, None] * sbn + rr[None, :] * sbr, mask=(rn[:, None] < N) & (rr[None, :] < R), other=0.0)
     a = tl.load(a_ptr + rr[:, None] * sar + rk[None, :] * sak, mask=(rr[:, None] < R) & (rk[None, :] < K), other=0.0)
@@ -99,7 +99,7 @@ def lora_linear_forward(x2: torch.Tensor, W: torch.Tensor, A: torch.Tensor, B: t
         x2, W, A, B, bias if bias is not None else W, y, xa, M, N, K, R, float(scale),
         x2.stride(0), x2.stride(1), W.stride(0), W.stride(1), A.stride(0), A.stride(1),
         B.stride(0), B.stride(1), y.stride(0), y.stride(1),
-        HAS_BIAS=bias is not None, HALF=_half(x2, W, A), BM=BLOCK_M, BN=BLOCK_N, BK=BLOCK_K, BR=_block_r(R),
+        HAS_BIAS=bias is not None, HALF=_half(x2, W), BM=BLOCK_M, BN=BLOCK_N, BK=BLOCK_K, BR=_block_r(R),
     )  # fmt: skip
     return y, xa
 
@@ -121,12 +121,12 @@ class LoRALinearFunction(torch.autograd.Function):
         x2, W, A, B, xa = ctx.saved_tensors
         s = ctx.scale
         dy2 = dy.reshape(-1, W.shape[0])
-        dyB = dy2 @ B  # (M, R)
-        dA = (s * dyB.t() @ x2).to(A.dtype) if ctx.needs_input_grad[2] else None
-        dB = (s * dy2.t().float() @ xa).to(B.dtype) if ctx.needs_input_grad[3] else None
+        dyB = dy2 @ B.to(dy2.dtype)  # (M, R); adapters may be fp32 on a bf16 model
+        dA = (s * (dyB.t() @ x2.to(dyB.dtype))).to(A.dtype) if ctx.needs_input_grad[2] else None
+        dB = (s * (dy2.t() @ xa.to(dy2.dtype))).to(B.dtype) if ctx.needs_input_grad[3] else None
         dx = None
         if ctx.needs_input_grad[0]:
-            dx = (dy2 @ W + s * dyB @ A).reshape(ctx.shape)
+            dx = (dy2 @ W.to(dy2.dtype) + s * (dyB @ A.to(dy2.dtype))).to(x2.dtype).reshape(ctx.shape)
         return dx, None, dA, dB, None, None
 
 
@@ -139,8 +139,8 @@ def lora_linear(x: torch.Tensor, W: torch.Tensor, A: torch.Tensor, B: torch.Tens
     if x.shape[-1] != W.shape[1] or A.shape != (A.shape[0], W.shape[1]) or B.shape != (W.shape[0], A.shape[0]):
         raise ValueError(f"shapes do not chain: x {tuple(x.shape)}, W {tuple(W.shape)}, A {tuple(A.shape)}, "
                          f"B {tuple(B.shape)}")  # fmt: skip
-    if W.requires_grad:
-        raise ValueError("W must be frozen (requires_grad=False): lora_linear gives it no gradient")
+    if W.requires_grad or (bias is not None and bias.requires_grad):
+        raise ValueError("W and bias must be frozen (requires_grad=False): lora_linear gives them no gradient")
     return LoRALinearFunction.apply(x, W, A, B, scale, bias)
 
 
@@ -153,6 +153,9 @@ def triton_available_for(x: torch.Tensor) -> bool:
 def lora_merge_(W: torch.Tensor, A: torch.Tensor, B: torch.Tensor, scale: float) -> torch.Tensor:
     """W += scale * B @ A in place (one pass over W, fp32 math). Returns a copy of the original W:
     pass it to ``lora_unmerge_`` for a bit-exact restore."""
+    if W.dim() != 2 or A.shape[1] != W.shape[1] or B.shape != (W.shape[0], A.shape[0]):
+        raise ValueError(f"need W (d_out, d_in), A (r, d_in), B (d_out, r); got {tuple(W.shape)}, "
+                         f"{tuple(A.shape)}, {tuple(B.shape)} (a Conv1D stores W transposed)")  # fmt: skip
     original = W.clone()
     N, K = W.shape
     grid = (triton.cdiv(N, BLOCK_N), triton.cdiv(K, BLOCK_K))

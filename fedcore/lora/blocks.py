@@ -51,8 +51,16 @@ def train_blocks(
         for pname, p in params.items():
             p.requires_grad_(True)
             names.append(f"{name}.{pname}")
+    get_embedding = getattr(model, "get_input_embeddings", None)
+    embedding = get_embedding() if callable(get_embedding) else None
+    tied = {id(p) for p in embedding.parameters()} if isinstance(embedding, nn.Module) else set()
     for module in extra:
         for p in module.parameters():
+            if id(p) in tied:
+                raise ValueError(
+                    "an extra module shares its weight with the input embedding (tied embeddings): "
+                    "training it would make autograd record every frozen layer; untie it first"
+                )
             p.requires_grad_(True)
     extra_names = [n for n, p in model.named_parameters() if p.requires_grad and not any(n == m for m in names)]
     return names + extra_names

@@ -37,6 +37,7 @@ def inject_lora(
     r: int = 8,
     alpha: float = 16.0,
     dropout: float = 0.0,
+    literal: bool = False,
 ) -> list[str]:
     """Replace the target linears inside each of ``layers`` with ``LoRALinear`` (in place).
 
@@ -46,7 +47,7 @@ def inject_lora(
     train nothing.
     """
     layer_list = [layers] if isinstance(layers, nn.Module) and not isinstance(layers, nn.ModuleList) else list(layers)
-    suffixes = _patterns(targets)
+    suffixes = set(targets) if literal else _patterns(targets)  # literal: peft's own module names
     wrapped: list[str] = []
     for i, layer in enumerate(layer_list):
         for name, module in list(layer.named_modules()):

@@ -47,7 +47,14 @@ class LoRALinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (..., d_in) -> (..., d_out), same dtype as x. On CUDA (no dropout, nn.Linear base) the
         fused Triton kernel (fedcore.kernels.lora_linear) runs; elsewhere plain torch."""
-        if self.fused and x.is_cuda and isinstance(self.dropout, nn.Identity) and isinstance(self.base, nn.Linear):
+        frozen = not any(p.requires_grad for p in self.base.parameters())  # train_blocks(mode="full") unfreezes
+        if (
+            self.fused
+            and frozen
+            and x.is_cuda
+            and isinstance(self.dropout, nn.Identity)
+            and isinstance(self.base, nn.Linear)
+        ):
             from fedcore.kernels import lora_linear
 
             return lora_linear(x, self.base.weight, self.lora_A, self.lora_B, self.scale, self.base.bias)

@@ -37,15 +37,19 @@ def save_adapter(model: nn.Module, directory: str | Path, *, base_model_name_or_
     if len(ranks) != 1 or len(alphas) != 1:
         raise ValueError(f"peft's format needs one r and alpha for all modules; got r {ranks}, alpha {alphas}")
     layer_of = {id(layer): i for i, layer in enumerate(blocks(model))}
-    layers = set()
+    layers, suffixes = set(), set()
     for name in modules:
         path = name.split(".")
         for depth in range(len(path), 0, -1):  # the decoder layer holding this module
             holder = model.get_submodule(".".join(path[:depth]))
             if id(holder) in layer_of:
                 layers.add(layer_of[id(holder)])
+                suffixes.add(".".join(path[depth:]))  # e.g. "self_attn.q_proj", "attn.c_proj"
                 break
-    targets = sorted({name.rsplit(".", 1)[-1] for name in modules})
+        else:
+            raise ValueError(f"LoRA module {name} is not inside a decoder layer: peft's format cannot place it")
+    targets = sorted(suffixes)
+    _check_reproducible(model, modules, targets, layers, layer_of)
     config = {
         "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": ranks.pop(), "lora_alpha": alphas.pop(),
         "lora_dropout": 0.0, "target_modules": targets, "bias": "none", "use_rslora": False, "use_dora": False,
@@ -64,6 +68,32 @@ def save_adapter(model: nn.Module, directory: str | Path, *, base_model_name_or_
     return directory
 
 
+def _check_reproducible(model, modules, targets, layers, layer_of) -> None:
+    """(targets, layers) must select exactly the wrapped modules, or a loader would wrap others."""
+    extra = []
+    for name, module in model.named_modules():
+        if name in modules or isinstance(module, LoRALinear) or (name.endswith(".base") and name[:-5] in modules):
+            continue
+        if not (isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"):
+            continue
+        if any(name == t or name.endswith("." + t) for t in targets) and _layer_index(model, name, layer_of) in layers:
+            extra.append(name)
+    if extra:
+        raise ValueError(
+            f"peft's format cannot express this adapter: targets {targets} in layers {sorted(layers)} "
+            f"would also wrap {sorted(extra)[:3]}"
+        )
+
+
+def _layer_index(model, name, layer_of):
+    path = name.split(".")
+    for depth in range(len(path), 0, -1):
+        holder = model.get_submodule(".".join(path[:depth]))
+        if id(holder) in layer_of:
+            return layer_of[id(holder)]
+    return None
+
+
 def load_adapter(model: nn.Module, directory: str | Path) -> list[str]:
     """Inject LoRA as the config describes and load its weights; returns the wrapped module names.
 
@@ -79,6 +109,9 @@ def load_adapter(model: nn.Module, directory: str | Path) -> list[str]:
             raise ValueError(f"{flag} adapters are not supported by fedcore.lora")
     if config.get("bias", "none") != "none":
         raise ValueError("adapters with trained biases are not supported")
+    for field in ("alpha_pattern", "rank_pattern", "exclude_modules"):
+        if config.get(field):
+            raise ValueError(f"{field} is not supported by fedcore.lora (one r and alpha for all modules)")
     targets = config.get("target_modules")
     if not isinstance(targets, list):
         raise ValueError(f"target_modules must be a list of module names, got {targets!r}")
@@ -88,7 +121,7 @@ def load_adapter(model: nn.Module, directory: str | Path) -> list[str]:
         wanted = [wanted]
     chosen = [layers[i] for i in (wanted if wanted is not None else range(len(layers)))]
     inject_lora(chosen, targets=targets, r=int(config["r"]), alpha=float(config["lora_alpha"]),
-                dropout=float(config.get("lora_dropout", 0.0)))  # fmt: skip
+                dropout=float(config.get("lora_dropout", 0.0)), literal=True)  # fmt: skip
     state = load_file(str(directory / WEIGHTS))
     modules = _lora_modules(model)
     expected = {f"{_PREFIX}{n}.lora_{ab}.weight": (m, ab) for n, m in modules.items() for ab in "AB"}

@@ -104,3 +104,26 @@ def test_full_target_matches_per_sample_backward_and_errors():
         FisherAccumulator(model, target="bias")
     with pytest.raises(ValueError, match="stats"):
         FisherAccumulator(model, target="full", stats=("hessian",))
+
+
+def test_scores_do_not_leak_across_batches_with_frozen_blocks():
+    from fedcore.lora import train_blocks
+
+    model = _model(torch.float32)
+    train_blocks(model, [1], mode="lora")  # block 0's LoRA is frozen: its hooks must not hold inputs
+    ids, mask, labels = _batch()
+    acc = FisherAccumulator(model, target="lora")
+    _sample_losses(model, ids, mask, labels).sum().backward()
+    first = acc.scores.clone()
+    _sample_losses(model, ids, mask, labels).sum().backward()
+    torch.testing.assert_close(acc.scores, first)
+    assert all(".layers.1." in name for name in acc.diag)
+
+
+def test_a_module_reused_before_backward_is_refused():
+    model = _model(torch.float32)
+    ids, mask, labels = _batch()
+    FisherAccumulator(model, target="lora")
+    model(input_ids=ids)
+    with pytest.raises(ValueError, match="ran twice before a backward"):
+        model(input_ids=ids)

@@ -92,3 +92,18 @@ def test_merge_then_unmerge_restores_w_exactly(shape, r, dtype):
     assert not torch.equal(W, before)
     lora_unmerge_(W, original)
     assert torch.equal(W, before)
+
+
+def test_fp32_adapters_on_half_activations_backward():
+    # peft keeps adapters in fp32 on a bf16 model: backward must cast, and return each grad in its dtype
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(4, 16, generator=gen).to(DEVICE, torch.bfloat16).requires_grad_(True)
+    W = torch.randn(8, 16, generator=gen).to(DEVICE, torch.bfloat16)
+    A = torch.randn(2, 16, generator=gen).to(DEVICE).requires_grad_(True)
+    B = torch.randn(8, 2, generator=gen).to(DEVICE).requires_grad_(True)
+    out = lora_linear(x, W, A, B, 1.0)
+    assert out.dtype == torch.bfloat16
+    out.float().sum().backward()
+    assert A.grad.dtype == torch.float32 and B.grad.dtype == torch.float32 and x.grad.dtype == torch.bfloat16
+    ref_A = (torch.ones(4, 8, device=DEVICE) @ B.detach()).t() @ x.detach().float()  # dA = (dY B)^T x
+    torch.testing.assert_close(A.grad, ref_A, rtol=2e-2, atol=2e-2)

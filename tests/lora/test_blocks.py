@@ -66,3 +66,15 @@ def test_layers_per_block_extra_and_errors():
     bare = tiny_causal_lm("llama", num_layers=2)
     with pytest.raises(ValueError, match="inject_lora first"):
         train_blocks(bare, [0])
+
+
+def test_tied_extra_is_refused_and_full_mode_keeps_torch_path_gradients():
+    tied = tiny_causal_lm("llama", num_layers=2, tie_word_embeddings=True)
+    inject_lora(tied.model.layers, targets=["q"], r=2, alpha=4)
+    with pytest.raises(ValueError, match="tied embeddings"):
+        train_blocks(tied, [1], extra=[tied.lm_head])
+    model = tiny_causal_lm("llama", num_layers=2)
+    inject_lora(model.model.layers, targets=["q"], r=2, alpha=4)
+    train_blocks(model, [1], mode="full")  # unfreezes the LoRA's base weight too: it must get a gradient
+    model(**_batch()).loss.backward()
+    assert model.model.layers[1].self_attn.q_proj.base.weight.grad is not None

@@ -71,3 +71,33 @@ def test_unsupported_adapters_are_refused(tmp_path):
     (tmp_path / "adapter_config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="use_dora"):
         load_adapter(tiny_causal_lm("llama", num_layers=4), tmp_path)
+
+
+def test_gpt2_targets_are_saved_unambiguously(tmp_path):
+    from fedcore.lora import inject_lora
+
+    model = tiny_causal_lm("gpt2", num_layers=2, seed=1)
+    inject_lora(model.transformer.h, targets=["o"], r=2, alpha=4)  # attn.c_proj only, not mlp.c_proj
+    with torch.no_grad():
+        for p in lora_parameters(model).values():
+            p.normal_(generator=torch.Generator().manual_seed(5))
+    save_adapter(model, tmp_path)
+    config = json.loads((tmp_path / "adapter_config.json").read_text())
+    assert config["target_modules"] == ["attn.c_proj"]
+    back = tiny_causal_lm("gpt2", num_layers=2, seed=1)
+    assert len(load_adapter(back, tmp_path)) == 2
+    theirs = peft.PeftModel.from_pretrained(tiny_causal_lm("gpt2", num_layers=2, seed=1), tmp_path)
+    ids = torch.randint(3, 128, (1, 6), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(input_ids=ids).logits, model(input_ids=ids).logits, rtol=0, atol=1e-5)
+        torch.testing.assert_close(back(input_ids=ids).logits, model(input_ids=ids).logits, rtol=0, atol=0)
+
+
+def test_adapters_peft_cannot_express_are_refused(tmp_path):
+    from fedcore.lora import inject_lora
+
+    model = tiny_causal_lm("llama", num_layers=2)
+    inject_lora([model.model.layers[0]], targets=["q"], r=2, alpha=4)
+    inject_lora([model.model.layers[1]], targets=["v"], r=2, alpha=4)  # different targets per layer
+    with pytest.raises(ValueError, match="cannot express"):
+        save_adapter(model, tmp_path)
