@@ -112,21 +112,25 @@ class LoRALinearFunction(torch.autograd.Function):
         shape = x.shape
         x2 = x.reshape(-1, shape[-1])
         y, xa = lora_linear_forward(x2, W, A, B, scale, bias)
-        ctx.save_for_backward(x2, W, A, B, xa)
-        ctx.scale, ctx.shape = scale, shape
+        need_x, need_a, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[2], ctx.needs_input_grad[3]
+        # keep only what the backward reads: frozen layers above the trained block save no x or xa
+        ctx.save_for_backward(x2 if need_a else None, W if need_x else None, A if (need_x or need_a) else None,
+                              B if (need_x or need_a) else None, xa if need_b else None)  # fmt: skip
+        ctx.scale, ctx.shape, ctx.dtypes = scale, shape, (x.dtype, A.dtype, B.dtype)
         return y.reshape(*shape[:-1], W.shape[0])
 
     @staticmethod
     def backward(ctx, dy):  # type: ignore[override]
         x2, W, A, B, xa = ctx.saved_tensors
         s = ctx.scale
-        dy2 = dy.reshape(-1, W.shape[0])
-        dyB = dy2 @ B.to(dy2.dtype)  # (M, R); adapters may be fp32 on a bf16 model
-        dA = (s * (dyB.t() @ x2.to(dyB.dtype))).to(A.dtype) if ctx.needs_input_grad[2] else None
-        dB = (s * (dy2.t() @ xa.to(dy2.dtype))).to(B.dtype) if ctx.needs_input_grad[3] else None
+        dy2 = dy.reshape(-1, dy.shape[-1])
+        dyB = dy2 @ B.to(dy2.dtype) if B is not None else None  # (M, R); adapters may be fp32 on a bf16 model
+        x_dtype, a_dtype, b_dtype = ctx.dtypes
+        dA = (s * (dyB.t() @ x2.to(dyB.dtype))).to(a_dtype) if ctx.needs_input_grad[2] else None
+        dB = (s * (dy2.t() @ xa.to(dy2.dtype))).to(b_dtype) if ctx.needs_input_grad[3] else None
         dx = None
         if ctx.needs_input_grad[0]:
-            dx = (dy2 @ W.to(dy2.dtype) + s * (dyB @ A.to(dy2.dtype))).to(x2.dtype).reshape(ctx.shape)
+            dx = (dy2 @ W.to(dy2.dtype) + s * (dyB @ A.to(dy2.dtype))).to(x_dtype).reshape(ctx.shape)
         return dx, None, dA, dB, None, None
 
 

@@ -107,3 +107,16 @@ def test_fp32_adapters_on_half_activations_backward():
     assert A.grad.dtype == torch.float32 and B.grad.dtype == torch.float32 and x.grad.dtype == torch.bfloat16
     ref_A = (torch.ones(4, 8, device=DEVICE) @ B.detach()).t() @ x.detach().float()  # dA = (dY B)^T x
     torch.testing.assert_close(A.grad, ref_A, rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("trainable", ["A", "B", "x"])
+def test_partial_gradients_save_only_what_they_need(trainable):
+    gen = torch.Generator().manual_seed(9)
+    x, W = torch.randn(5, 12, generator=gen).to(DEVICE), torch.randn(7, 12, generator=gen).to(DEVICE)
+    A, B = torch.randn(3, 12, generator=gen).to(DEVICE), torch.randn(7, 3, generator=gen).to(DEVICE)
+    leaf = {"A": A, "B": B, "x": x}[trainable].requires_grad_(True)
+    lora_linear(x, W, A, B, 0.5).sum().backward()
+    ref = {"A": (torch.ones(5, 7, device=DEVICE) @ B).t() @ x * 0.5,
+           "B": torch.ones(7, 5, device=DEVICE) @ (x @ A.detach().t()) * 0.5 if trainable == "B" else None,
+           "x": torch.ones(5, 7, device=DEVICE) @ (W + 0.5 * B @ A)}[trainable]  # fmt: skip
+    torch.testing.assert_close(leaf.grad, ref.detach(), rtol=1e-5, atol=1e-5)
