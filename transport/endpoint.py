@@ -15,6 +15,7 @@ import queue
 import socket
 import threading
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,7 +58,7 @@ class Peer:
     next_sock: Any = None  # after a rekey: switch to it between transfers
 
 
-class Endpoint:
+class Endpoint(ABC):
     """Base of Server and Client; subclasses open sockets and map frames to peers."""
 
     peer_label = "peer"
@@ -205,15 +206,17 @@ class Endpoint:
             pass  # a full wake pipe already wakes the thread
 
     # ---------- subclass hooks ----------
+    @abstractmethod
     def _sockets(self) -> list[zmq.Socket]:
-        raise NotImplementedError  # abstract: Server and Client define it
+        """Every socket the I/O thread polls (Server: its ROUTERs; Client: DEALERs + monitors)."""
 
     def _close_sockets(self) -> None:
         for sock in self._sockets():
             sock.close(linger=0)
 
+    @abstractmethod
     def _read_message(self, sock: zmq.Socket) -> None:
-        raise NotImplementedError  # abstract
+        """Read one message from ``sock`` (non-blocking; raises zmq.Again when there is none)."""
 
     def _before_term(self) -> None:
         """Close what else holds sockets in this context (e.g. the ZAP authenticator)."""
@@ -226,8 +229,9 @@ class Endpoint:
             return
         peer.outbox.append(out)
 
+    @abstractmethod
     def _route_for(self, peer_id: str | None) -> Peer | None:
-        raise NotImplementedError  # abstract
+        """The peer a send to ``peer_id`` goes to, or None when it is not connected."""
 
     def _periodic(self, now: float) -> None:
         """Subclass housekeeping once per loop (allow-list refresh, key rotation)."""
