@@ -218,7 +218,7 @@ class Endpoint(ABC):
     def _read_message(self, sock: zmq.Socket) -> None:
         """Read one message from ``sock`` (non-blocking; raises zmq.Again when there is none)."""
 
-    def _before_term(self) -> None:
+    def _before_term(self) -> None:  # noqa: B027 - optional hook, empty by default
         """Close what else holds sockets in this context (e.g. the ZAP authenticator)."""
 
     def _handle_command(self, command: tuple) -> None:
@@ -233,7 +233,7 @@ class Endpoint(ABC):
     def _route_for(self, peer_id: str | None) -> Peer | None:
         """The peer a send to ``peer_id`` goes to, or None when it is not connected."""
 
-    def _periodic(self, now: float) -> None:
+    def _periodic(self, now: float) -> None:  # noqa: B027 - optional hook, empty by default
         """Subclass housekeeping once per loop (allow-list refresh, key rotation)."""
 
     # ---------- the loop ----------
