@@ -291,11 +291,12 @@ class Endpoint(ABC):
     def _send_frames(self, peer: Peer, frames: list[Any], *, track: bool) -> list[Any]:
         """Send one message without blocking; returns a tracker for every zero-copy payload frame
         (pyzmq's own ``track=`` covers only the last frame)."""
-        if track:
-            frames = [frames[0], *(zmq.Frame(f, track=True, copy=False) for f in frames[1:])]
+        if track:  # frames under pyzmq's copy threshold are copied at send: only big ones need a tracker
+            frames = [frames[0], *(f if len(f) < zmq.COPY_THRESHOLD else zmq.Frame(f, track=True, copy=False)
+                                   for f in frames[1:])]  # fmt: skip
         wire_frames = [peer.route, *frames] if peer.route is not None else frames
         peer.sock.send_multipart(wire_frames, flags=zmq.NOBLOCK, copy=False)
-        return [f.tracker for f in frames[1:]] if track else []
+        return [f.tracker for f in frames[1:] if isinstance(f, zmq.Frame)] if track else []
 
     def _control(self, peer: Peer, kind: str, **fields: Any) -> None:
         if kind in ("ping", "pong") and any(k == kind for k, _ in peer.control):
