@@ -141,13 +141,9 @@ def persample_sqgrad(
 def persample_sqgrad_reference(x: torch.Tensor, g: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Plain torch: one sample's gradient at a time (O(d_out * d_in) memory)."""
     _check(x, g, mask)
-    dtype = _stat_dtype(x)
-    if mask is not None:
-        g = g * mask[..., None].to(g.dtype)
-    out = torch.zeros(g.shape[2], x.shape[2], dtype=dtype, device=x.device)
-    for n in range(x.shape[0]):
-        grad = g[n].to(dtype).t() @ x[n].to(dtype)
-        out += grad * grad
+    out = torch.zeros(g.shape[2], x.shape[2], dtype=_stat_dtype(x), device=x.device)
+    for xn, gn in _samples(x, g, mask):
+        out += (gn.t() @ xn).square()
     return out
 
 

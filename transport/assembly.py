@@ -126,6 +126,12 @@ def build_outgoing(
     return Outgoing(seq, tag, messages, total + header_bytes, SendHandle(seq), wires)
 
 
+def decode_tensor(spec: wire.TensorSpec, received: torch.Tensor) -> torch.Tensor:
+    """Undo ``spec``'s codec on the tensor as it arrived (the codec name was validated)."""
+    orig = wire.DTYPES[spec.orig_dtype] if spec.orig_dtype else None
+    return get_codec(spec.codec).decode(received, orig)
+
+
 _PADDING = memoryview(bytes(wire.ALIGN))
 _CAST_WIRE = {"fp16": "float16", "bf16": "bfloat16"}
 _FLOATS = ("float64", "float32", "float16", "bfloat16")
@@ -188,12 +194,7 @@ class Incoming:
 
     def message(self, peer: str, release=None) -> Message:
         h = self.header
-        tensors = {}
-        for spec in self.specs:
-            codec = get_codec(spec.codec)  # known: checked in __init__
-            raw = wire.tensor_from_bytes(self.buffer, spec)
-            orig = wire.DTYPES[spec.orig_dtype] if spec.orig_dtype else None
-            tensors[spec.name] = codec.decode(raw, orig)
+        tensors = {spec.name: decode_tensor(spec, wire.tensor_from_bytes(self.buffer, spec)) for spec in self.specs}
         return Message(
             peer=peer,
             kind=h["tag"],

@@ -15,11 +15,9 @@ from . import wire
 from .endpoint import Endpoint, Peer
 from .errors import AuthError, ProtocolError
 from .keys import Keypair
-from .messages import EndpointOptions, SendHandle
+from .messages import SERVER, EndpointOptions, SendHandle
 from .pacer import TokenBucket
 from .security import require_secure_or_local
-
-SERVER = "server"
 
 
 class Client(Endpoint):
@@ -129,8 +127,7 @@ class Client(Endpoint):
         peer = self._route_for(SERVER)
         assert peer is not None
         try:
-            self._header_len = len(head)
-            self._on_frames(peer, sock, wire.unpack(head.buffer), more)
+            self._on_frames(peer, sock, wire.unpack(head.buffer), more, len(head))
         except (ProtocolError, ValueError, TypeError, RuntimeError, KeyError) as err:
             err = err if isinstance(err, ProtocolError) else ProtocolError(f"unprocessable: {err}")
             self._abort_incoming(peer)

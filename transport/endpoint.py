@@ -31,8 +31,6 @@ from .errors import AuthError, PeerTimeout, ProtocolError, TransportError
 from .messages import EndpointOptions, Message, SendHandle
 from .pacer import TokenBucket
 
-_CONTROL = ("ack", "ping", "pong", "error", "bye", "rekey")
-
 
 class _Busy(ProtocolError):
     """The receiver has no room for a transfer now; the sender may retry (not misbehaviour)."""
@@ -83,7 +81,6 @@ class Endpoint(ABC):
         self._inbox_lock = threading.Lock()
         self.buffers = BufferPool(pinned=self.options.use_pinned)
         self._sending: list[Outgoing] = []  # fully queued, waiting for libzmq to release frames
-        self._header_len = 0  # bytes of the header frame being handled (for accounting)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -365,12 +362,12 @@ class Endpoint(ABC):
         self._inflight += nbytes
         return self.buffers.take(nbytes)
 
-    def _on_frames(self, peer: Peer, sock: zmq.Socket, header: dict[str, Any], more: bool) -> None:
+    def _on_frames(self, peer: Peer, sock: zmq.Socket, header: dict[str, Any], more: bool, header_len: int) -> None:
         """Dispatch one message whose header is parsed; payload frames (if any) are still queued."""
         kind = header["kind"]
         peer.last_seen = time.monotonic()
         if kind not in ("data", "chunk"):
-            self.meter_in.add(kind, self._header_len)
+            self.meter_in.add(kind, header_len)
         if kind in ("data", "chunk"):
             self._on_payload(peer, sock, header, more)
             return

@@ -12,6 +12,7 @@ from .errors import PeerTimeout
 from .pacer import LinkShape
 
 MiB = 1 << 20
+SERVER = "server"  # a client's only peer id
 
 
 @dataclass

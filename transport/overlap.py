@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from . import wire
 from .errors import PeerTimeout
 from .messages import Message, SendHandle
 
@@ -34,7 +35,7 @@ class _Slot:
         sizes = [t.numel() * t.element_size() for t in tensors.values()]
         offsets, total = [], 0
         for size in sizes:
-            total = -(-total // 64) * 64  # keep every view 64-byte aligned
+            total = wire.align(total)  # keep every view aligned as on the wire
             offsets.append(total)
             total += size
         if self.buffer.numel() < total:

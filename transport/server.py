@@ -207,8 +207,7 @@ class Server(Endpoint):
                 peer = Peer(pid, sock, route, TokenBucket(self.options.link), key=pid)
                 self._peers[pid] = peer
             peer.sock, peer.route = sock, route  # a reconnect or key rotation moves the peer
-            self._header_len = len(head)
-            self._on_frames(peer, sock, wire.unpack(head.buffer), more)
+            self._on_frames(peer, sock, wire.unpack(head.buffer), more, len(head))
         except (ProtocolError, AuthError) as err:
             self._drain(sock, bool(sock.getsockopt(zmq.RCVMORE)))
             self._refuse(peer, route, err, sock)

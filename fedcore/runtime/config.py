@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from fedcore.data import SKILLS as _SKILLS
+from fedcore.lora import TARGET_ALIASES
 from fedcore.model.tiny import FAMILIES
 
-_TARGETS = ("q", "k", "v", "o", "gate", "up", "down")
+_TARGETS = tuple(TARGET_ALIASES)  # q k v o gate up down
 
 
 def _check(ok: bool, message: str) -> None:

@@ -6,6 +6,7 @@ Writes ``<output.dir>/<timestamp>/metrics.jsonl`` (config, steps, evals, summary
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from pathlib import Path
 
@@ -80,15 +81,7 @@ def run_main_job(config: RunConfig, *, console: Console | None = None, run_dir: 
             else:
                 result = run_split_inprocess(config, on_step=on_step)
         for rec in result.steps:  # the clients' own timings arrive with their reports
-            writer.write(
-                "step",
-                round=rec.round,
-                client=rec.client,
-                step=rec.step,
-                loss=rec.loss,
-                tokens=rec.tokens,
-                seconds=rec.seconds,
-            )
+            writer.write("step", **dataclasses.asdict(rec))
         for k, (start, end) in enumerate(zip(result.eval_start, result.eval_end, strict=True)):
             writer.write("eval", client=k, when="start", loss=start)
             writer.write("eval", client=k, when="end", loss=end)
