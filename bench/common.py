@@ -108,6 +108,10 @@ def write_results(
 def print_table(rows: list[dict], goals: list[dict]) -> None:
     print(f"{'case':<34} {'impl':<14} {'ms':>10}")
     for r in rows:
-        print(f"{r['case']:<34} {r['impl']:<14} {r['ms']:>10.3f}")
+        extra = f"  {r['share_of_limit']:.1%} of limit" if "share_of_limit" in r else ""
+        if "ratio" in r:
+            print(f"{r['case']:<34} {r['impl']:<14} {'x' + str(r['ratio']):>10}")
+        else:
+            print(f"{r['case']:<34} {r['impl']:<14} {r['ms']:>10.3f}{extra}")
     for g in goals:
         print(f"goal: {g['name']}: measured {g['measured']} target {g['target']} met {g['met']}")

@@ -18,9 +18,12 @@ import torch
 import triton
 import triton.language as tl
 
-# 32x32 output tiles and 32-wide K steps: small enough for the CPU interpreter at CI sizes, the
-# tl.dot minimum of 16 everywhere; GPU tuning awaits a GPU run (bench/bench_lora.py).
+# Interpreter tiles: 32x32 outputs, 32-wide K steps (small enough for CI sizes, the tl.dot minimum of
+# 16 everywhere). GPU tiles: the usual Hopper GEMM tile 128x128x64, 8 warps, 3 stages (the 32^3 tiles
+# ran 6x slower than cuBLAS on the H100, bench/results/lora-h100.json of 2026-11-22).
 BLOCK_M, BLOCK_N, BLOCK_K = 32, 32, 32
+GPU_TILE = {"BM": 128, "BN": 128, "BK": 64, "num_warps": 8, "num_stages": 3}
+GPU_MERGE_TILE = {"BN": 64, "BK": 128, "num_warps": 4}
 
 
 def _block_r(r: int) -> int:
@@ -94,58 +97,91 @@ def lora_linear_forward(x2: torch.Tensor, W: torch.Tensor, A: torch.Tensor, B: t
     N, R = W.shape[0], A.shape[0]
     y = torch.empty(M, N, dtype=x2.dtype, device=x2.device)
     xa = torch.empty(M, R, dtype=torch.float32, device=x2.device)
-    grid = (triton.cdiv(M, BLOCK_M), triton.cdiv(N, BLOCK_N))
+    tile = GPU_TILE if x2.is_cuda else {"BM": BLOCK_M, "BN": BLOCK_N, "BK": BLOCK_K}
+    grid = (triton.cdiv(M, tile["BM"]), triton.cdiv(N, tile["BN"]))
     _lora_fwd_kernel[grid](
         x2, W, A, B, bias if bias is not None else W, y, xa, M, N, K, R, float(scale),
         x2.stride(0), x2.stride(1), W.stride(0), W.stride(1), A.stride(0), A.stride(1),
         B.stride(0), B.stride(1), y.stride(0), y.stride(1),
-        HAS_BIAS=bias is not None, HALF=_half(x2, W), BM=BLOCK_M, BN=BLOCK_N, BK=BLOCK_K, BR=_block_r(R),
+        HAS_BIAS=bias is not None, HALF=_half(x2, W), BR=_block_r(R), **tile,
     )  # fmt: skip
     return y, xa
 
 
+def _compose_forward(x2, W, A, B, scale, bias):
+    """cuBLAS composition (GPU default): xa_s = s x A^T (M, R); y = xa_s B^T (+ bias), then
+    y += x W^T inside the big GEMM's epilogue (addmm_ with beta=1): one extra pass over y, none over x."""
+    xa_s = (x2 @ A.t().to(x2.dtype)).mul_(scale)
+    Bt = B.t().to(x2.dtype)
+    y = torch.addmm(bias.to(x2.dtype), xa_s, Bt) if bias is not None else xa_s @ Bt
+    return y.addmm_(x2, W.t()), xa_s
+
+
 class LoRALinearFunction(torch.autograd.Function):
-    """Autograd for the fused forward; W (and bias) are frozen: they get no gradient."""
+    """Autograd for the LoRA linear; W (and bias) are frozen: they get no gradient.
+
+    Saved for backward (only what it reads): x when A trains, s x A^T when B trains, W/A/B when
+    x needs a gradient. Backward: g = dY B (M, R); dA = s g^T x; dB = dY^T (s x A^T);
+    dx = dY W + s g A (the small product first, then the big GEMM accumulates onto it).
+    """
 
     @staticmethod
-    def forward(ctx, x, W, A, B, scale, bias):  # type: ignore[override]
+    def forward(ctx, x, W, A, B, scale, bias, impl):  # type: ignore[override]
         shape = x.shape
         x2 = x.reshape(-1, shape[-1])
-        y, xa = lora_linear_forward(x2, W, A, B, scale, bias)
+        if impl == "triton":
+            y, xa = lora_linear_forward(x2, W, A, B, scale, bias)
+            xa_s = xa.mul_(scale)
+        else:
+            y, xa_s = _compose_forward(x2, W, A, B, scale, bias)
         need_x, need_a, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[2], ctx.needs_input_grad[3]
         # keep only what the backward reads: frozen layers above the trained block save no x or xa
         ctx.save_for_backward(x2 if need_a else None, W if need_x else None, A if (need_x or need_a) else None,
-                              B if (need_x or need_a) else None, xa if need_b else None)  # fmt: skip
+                              B if (need_x or need_a) else None, xa_s if need_b else None)  # fmt: skip
         ctx.scale, ctx.shape, ctx.dtypes = scale, shape, (x.dtype, A.dtype, B.dtype)
         return y.reshape(*shape[:-1], W.shape[0])
 
     @staticmethod
     def backward(ctx, dy):  # type: ignore[override]
-        x2, W, A, B, xa = ctx.saved_tensors
+        x2, W, A, B, xa_s = ctx.saved_tensors
         s = ctx.scale
-        dy2 = dy.reshape(-1, dy.shape[-1])
-        dyB = dy2 @ B.to(dy2.dtype) if B is not None else None  # (M, R); adapters may be fp32 on a bf16 model
+        dy2 = dy.reshape(-1, dy.shape[-1]).contiguous()  # once: it is read up to three times below
         x_dtype, a_dtype, b_dtype = ctx.dtypes
-        dA = (s * (dyB.t() @ x2.to(dyB.dtype))).to(a_dtype) if ctx.needs_input_grad[2] else None
-        dB = (s * (dy2.t() @ xa.to(dy2.dtype))).to(b_dtype) if ctx.needs_input_grad[3] else None
+        g = dy2 @ B.to(dy2.dtype) if B is not None else None  # (M, R); adapters may be fp32 on a bf16 model
+        dA = (s * (g.t() @ x2.to(g.dtype))).to(a_dtype) if ctx.needs_input_grad[2] else None
+        dB = (dy2.t() @ xa_s.to(dy2.dtype)).to(b_dtype) if ctx.needs_input_grad[3] else None
         dx = None
         if ctx.needs_input_grad[0]:
-            dx = (dy2 @ W.to(dy2.dtype) + s * (dyB @ A.to(dy2.dtype))).to(x_dtype).reshape(ctx.shape)
-        return dx, None, dA, dB, None, None
+            dx = (g * s) @ A.to(dy2.dtype)
+            dx = dx.addmm_(dy2, W.to(dy2.dtype)).to(x_dtype).reshape(ctx.shape)
+        return dx, None, dA, dB, None, None, None
 
 
 def lora_linear(x: torch.Tensor, W: torch.Tensor, A: torch.Tensor, B: torch.Tensor, scale: float,
-                bias: torch.Tensor | None = None, *, dropout: float = 0.0) -> torch.Tensor:  # fmt: skip
+                bias: torch.Tensor | None = None, *, dropout: float = 0.0,
+                impl: str = "auto") -> torch.Tensor:  # fmt: skip
     """y = x W^T + scale (x A^T) B^T (+ bias), x (..., d_in), W (d_out, d_in) frozen, A (r, d_in),
-    B (d_out, r); output in x's dtype. Gradients flow to A, B and (if it requires grad) x."""
+    B (d_out, r); output in x's dtype. Gradients flow to A, B and (if it requires grad) x.
+
+    ``impl``: ``"triton"`` (the fused kernel: x read once per output tile, x A^T accumulated beside
+    x W^T), ``"compose"`` (cuBLAS GEMMs, the LoRA term added in the big GEMM's epilogue) or
+    ``"auto"``: triton on the CPU under TRITON_INTERPRET=1, compose everywhere else (on the H100,
+    bench/bench_lora.py measured it faster than the fused kernel; see the README).
+    """
     if dropout:
         raise ValueError("dropout on the LoRA path is not fused: use fedcore.lora.LoRALinear (torch path) for it")
+    if impl not in ("auto", "triton", "compose"):
+        raise ValueError(f"impl must be 'auto', 'triton' or 'compose', got {impl!r}")
     if x.shape[-1] != W.shape[1] or A.shape != (A.shape[0], W.shape[1]) or B.shape != (W.shape[0], A.shape[0]):
         raise ValueError(f"shapes do not chain: x {tuple(x.shape)}, W {tuple(W.shape)}, A {tuple(A.shape)}, "
                          f"B {tuple(B.shape)}")  # fmt: skip
     if W.requires_grad or (bias is not None and bias.requires_grad):
         raise ValueError("W and bias must be frozen (requires_grad=False): lora_linear gives them no gradient")
-    return LoRALinearFunction.apply(x, W, A, B, scale, bias)
+    if impl == "auto":
+        impl = "triton" if (not x.is_cuda and os.environ.get("TRITON_INTERPRET") == "1") else "compose"
+    if impl == "triton" and not triton_available_for(x):
+        raise ValueError("impl='triton' on a CPU tensor needs TRITON_INTERPRET=1; use impl='compose'")
+    return LoRALinearFunction.apply(x, W, A, B, scale, bias, impl)
 
 
 def triton_available_for(x: torch.Tensor) -> bool:
@@ -161,11 +197,15 @@ def lora_merge_(W: torch.Tensor, A: torch.Tensor, B: torch.Tensor, scale: float)
         raise ValueError(f"need W (d_out, d_in), A (r, d_in), B (d_out, r); got {tuple(W.shape)}, "
                          f"{tuple(A.shape)}, {tuple(B.shape)} (a Conv1D stores W transposed)")  # fmt: skip
     original = W.clone()
+    if not triton_available_for(W):  # a CPU tensor without the interpreter: the same fp32 math in torch
+        W.copy_((W.float() + scale * (B.float() @ A.float())).to(W.dtype))
+        return original
     N, K = W.shape
-    grid = (triton.cdiv(N, BLOCK_N), triton.cdiv(K, BLOCK_K))
+    tile = GPU_MERGE_TILE if W.is_cuda else {"BN": BLOCK_N, "BK": BLOCK_K}
+    grid = (triton.cdiv(N, tile["BN"]), triton.cdiv(K, tile["BK"]))
     _merge_kernel[grid](W, A, B, N, K, A.shape[0], float(scale), W.stride(0), W.stride(1),
                         A.stride(0), A.stride(1), B.stride(0), B.stride(1),
-                        BN=BLOCK_N, BK=BLOCK_K, BR=_block_r(A.shape[0]))  # fmt: skip
+                        BR=_block_r(A.shape[0]), **tile)  # fmt: skip
     return original
 
 

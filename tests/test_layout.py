@@ -37,6 +37,7 @@ def _source_packages() -> set[str]:
         (REPO / "fedcore", "fedcore"),
         (REPO / "kernels", "fedcore.kernels"),
         (REPO / "transport", "fedcore.transport"),
+        (REPO / "csrc", "fedcore.csrc"),
     ):
         for init in root.rglob("__init__.py"):
             rel = init.parent.relative_to(root).parts

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from fedcore.codec import CODECS, get_codec
+from fedcore.codec import CODECS, PART_SEP, Codec, get_codec
 
 from . import wire
 from .errors import ProtocolError
@@ -33,34 +33,42 @@ class Outgoing:
     sends: int = 0
 
 
-def encode_tensors(tensors: Mapping[str, torch.Tensor], codec: str) -> tuple[list[wire.TensorSpec], list[torch.Tensor]]:
-    """Apply ``codec``, move to CPU, make contiguous; return the tensor table and wire tensors."""
+def encode_tensors(
+    tensors: Mapping[str, torch.Tensor], codec: str | Codec
+) -> tuple[list[wire.TensorSpec], list[torch.Tensor]]:
+    """Apply ``codec``, move to CPU, make contiguous; return the tensor table and wire tensors.
+
+    A codec that sends several parts (codes + scales) adds rows ``name#1``... after ``name``.
+    """
     enc = get_codec(codec)
     specs, wires, offset = [], [], 0
     for name, tensor in tensors.items():
         if not isinstance(tensor, torch.Tensor):
             raise TypeError(f"tensor {name!r} is a {type(tensor).__name__}, not a torch.Tensor")
+        if PART_SEP in name:
+            raise ValueError(f"tensor name {name!r} contains {PART_SEP!r}, which the wire reserves for codec parts")
         if tensor.dtype not in wire.DTYPE_NAMES:
             raise ValueError(f"tensor {name!r}: dtype {tensor.dtype} cannot be sent ({sorted(wire.DTYPES)})")
         if tensor.requires_grad:
             tensor = tensor.detach()
-        out, orig = enc.encode(tensor)
-        out = out.to("cpu").contiguous()  # non-contiguous tensors are copied, never refused
-        nbytes = out.numel() * out.element_size()
-        offset = wire.align(offset)
-        specs.append(
-            wire.TensorSpec(
-                name,
-                wire.DTYPE_NAMES[out.dtype],
-                tuple(out.shape),
-                offset,
-                nbytes,
-                codec,
-                wire.DTYPE_NAMES[orig] if orig is not None else None,
+        parts, orig = enc.encode(tensor)
+        for i, part in enumerate(parts):
+            out = part.to("cpu").contiguous()  # non-contiguous tensors are copied, never refused
+            nbytes = out.numel() * out.element_size()
+            offset = wire.align(offset)
+            specs.append(
+                wire.TensorSpec(
+                    name if i == 0 else f"{name}{PART_SEP}{i}",
+                    wire.DTYPE_NAMES[out.dtype],
+                    tuple(out.shape),
+                    offset,
+                    nbytes,
+                    enc.name,
+                    wire.DTYPE_NAMES[orig] if orig is not None else None,
+                )
             )
-        )
-        wires.append(out)
-        offset += nbytes
+            wires.append(out)
+            offset += nbytes
     return specs, wires
 
 
@@ -71,7 +79,7 @@ def build_outgoing(
     step: int,
     kind: str,
     meta: Mapping[str, Any],
-    codec: str,
+    codec: str | Codec,
     tensors: Mapping[str, torch.Tensor],
     chunk_bytes: int,
     max_bytes: int,
@@ -108,7 +116,7 @@ def build_outgoing(
         "session": session,
         "step": step,
         "seq": seq,
-        "codec": codec,
+        "codec": get_codec(codec).name,
         "meta": dict(meta),
         "tensors": [s.as_wire() for s in specs],
         "total": total,
@@ -126,25 +134,45 @@ def build_outgoing(
     return Outgoing(seq, tag, messages, total + header_bytes, SendHandle(seq), wires)
 
 
-def decode_tensor(spec: wire.TensorSpec, received: torch.Tensor) -> torch.Tensor:
-    """Undo ``spec``'s codec on the tensor as it arrived (the codec name was validated)."""
-    orig = wire.DTYPES[spec.orig_dtype] if spec.orig_dtype else None
-    return get_codec(spec.codec).decode(received, orig)
+def group_parts(specs: list[wire.TensorSpec]) -> list[list[wire.TensorSpec]]:
+    """Regroup a tensor table into tensors (``name``, ``name#1``, ...), each checked by its codec.
+
+    Raises ProtocolError for an unknown codec, parts out of order or of mixed codecs, or parts
+    that the codec would not have produced.
+    """
+    groups: list[list[wire.TensorSpec]] = []
+    for spec in specs:
+        base, sep, index = spec.name.partition(PART_SEP)
+        if not sep:
+            groups.append([spec])
+            continue
+        if not groups or groups[-1][0].name != base or index != str(len(groups[-1])):
+            raise ProtocolError(f"tensor part {spec.name!r} does not follow its tensor")
+        if spec.codec != groups[-1][0].codec or spec.orig_dtype != groups[-1][0].orig_dtype:
+            raise ProtocolError(f"tensor part {spec.name!r} differs in codec or original dtype from {base!r}")
+        groups[-1].append(spec)
+    return groups
+
+
+def checked_size(group: list[wire.TensorSpec]) -> int:
+    """Decoded bytes of one tensor's parts, as its codec validates them (ProtocolError if not)."""
+    head = group[0]
+    if head.codec not in CODECS:
+        raise ProtocolError(f"tensor {head.name!r}: unknown codec {head.codec!r}")
+    try:
+        return CODECS[head.codec].check([(s.dtype, s.shape) for s in group], head.orig_dtype)
+    except ValueError as exc:
+        raise ProtocolError(f"tensor {head.name!r}: {exc}") from None
+
+
+def decode_tensor(group: list[wire.TensorSpec], received: list[torch.Tensor]) -> torch.Tensor:
+    """Undo the codec of one tensor's parts as they arrived (validated by ``checked_size``)."""
+    head = group[0]
+    orig = wire.DTYPES[head.orig_dtype] if head.orig_dtype else None
+    return get_codec(head.codec).decode(received, orig)
 
 
 _PADDING = memoryview(bytes(wire.ALIGN))
-_CAST_WIRE = {"fp16": "float16", "bf16": "bfloat16"}
-_FLOATS = ("float64", "float32", "float16", "bfloat16")
-
-
-def _check_codec_pair(spec: wire.TensorSpec) -> None:
-    """Only the (codec, wire dtype, original dtype) triples the codecs produce are accepted."""
-    if spec.orig_dtype is None:
-        return  # sent as it is (raw, or a non-float under a cast codec)
-    if spec.codec not in _CAST_WIRE or spec.dtype != _CAST_WIRE[spec.codec] or spec.orig_dtype not in _FLOATS:
-        raise ProtocolError(
-            f"tensor {spec.name!r}: codec {spec.codec!r} does not turn {spec.orig_dtype} into {spec.dtype}"
-        )
 
 
 class Incoming:
@@ -162,14 +190,9 @@ class Incoming:
         if total != header["total"]:
             raise ProtocolError(f"header total {header['total']} != tensor table sum {total}")
         wire._int(header.get("n"), "data header 'n'", 0, total)
-        decoded = 0
-        for spec in self.specs:
-            if spec.codec not in CODECS:
-                raise ProtocolError(f"tensor {spec.name!r}: unknown codec {spec.codec!r}")
-            _check_codec_pair(spec)
-            orig = wire.DTYPES[spec.orig_dtype] if spec.orig_dtype else wire.DTYPES[spec.dtype]
-            decoded += spec.nbytes // wire.DTYPES[spec.dtype].itemsize * orig.itemsize
-        if decoded > max_bytes:  # a cast codec may widen on decode: the cap holds for the result too
+        self.groups = group_parts(self.specs)
+        decoded = sum(checked_size(group) for group in self.groups)
+        if decoded > max_bytes:  # a codec may widen on decode: the cap holds for the result too
             raise ProtocolError(f"transfer decodes to {decoded} bytes, over the {max_bytes}-byte cap")
         self.header = header
         self.total = total
@@ -194,7 +217,10 @@ class Incoming:
 
     def message(self, peer: str, release=None) -> Message:
         h = self.header
-        tensors = {spec.name: decode_tensor(spec, wire.tensor_from_bytes(self.buffer, spec)) for spec in self.specs}
+        tensors = {
+            group[0].name: decode_tensor(group, [wire.tensor_from_bytes(self.buffer, spec) for spec in group])
+            for group in self.groups
+        }
         return Message(
             peer=peer,
             kind=h["tag"],

@@ -11,6 +11,8 @@ import torch
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from fedcore.codec import Codec
+
 from . import wire
 from .endpoint import Endpoint, Peer
 from .errors import AuthError, ProtocolError
@@ -76,7 +78,7 @@ class Client(Endpoint):
         meta: dict[str, Any] | None = None,
         *,
         step: int = 0,
-        codec: str = "raw",
+        codec: str | Codec = "raw",
         tag: str = "data",
     ) -> SendHandle:
         """Queue named tensors (+ small meta) for the server; returns at once with a handle."""
@@ -89,7 +91,7 @@ class Client(Endpoint):
         meta: dict[str, Any] | None = None,
         *,
         step: int = 0,
-        codec: str = "raw",
+        codec: str | Codec = "raw",
         tag: str = "data",
     ) -> SendHandle:
         """The Link interface: a client's only peer is the server."""

@@ -23,6 +23,7 @@ import torch
 import zmq
 
 from fedcore.accounting import ByteMeter
+from fedcore.codec import Codec
 
 from . import wire
 from .assembly import Incoming, Outgoing, build_outgoing
@@ -106,7 +107,9 @@ class Endpoint(ABC):
             self._seq += 1
             return self._seq
 
-    def _submit(self, peer: str | None, tensors, meta, *, step: int, codec: str, tag: str = "data") -> SendHandle:
+    def _submit(
+        self, peer: str | None, tensors, meta, *, step: int, codec: str | Codec, tag: str = "data"
+    ) -> SendHandle:
         if self._closed:
             raise TransportError(f"{type(self).__name__} is closed")
         if meta is None:

@@ -17,8 +17,9 @@ from typing import Any, Protocol
 import torch
 
 from fedcore.accounting import ByteMeter
+from fedcore.codec import Codec
 
-from .assembly import decode_tensor, encode_tensors
+from .assembly import checked_size, decode_tensor, encode_tensors, group_parts
 from .errors import PeerTimeout, TransportError
 from .messages import SERVER, Message, SendHandle
 
@@ -33,7 +34,7 @@ class Link(Protocol):
         meta: dict[str, Any] | None = None,
         *,
         step: int = 0,
-        codec: str = "raw",
+        codec: str | Codec = "raw",
         tag: str = "data",
     ) -> SendHandle: ...
 
@@ -62,7 +63,7 @@ class InProcessEndpoint:
         meta: dict[str, Any] | None = None,
         *,
         step: int = 0,
-        codec: str = "raw",
+        codec: str | Codec = "raw",
         tag: str = "data",
     ) -> SendHandle:
         target = self.hub.endpoints.get(peer)
@@ -73,7 +74,11 @@ class InProcessEndpoint:
             self._seq += 1
             seq = self._seq
         # a copy, as a socket would make: the receiver never shares memory with the sender
-        received = {spec.name: decode_tensor(spec, w.clone()) for spec, w in zip(specs, wires, strict=True)}
+        groups, copies = group_parts(specs), iter([w.clone() for w in wires])
+        received = {}
+        for group in groups:
+            checked_size(group)
+            received[group[0].name] = decode_tensor(group, [next(copies) for _ in group])
         nbytes = sum(s.nbytes for s in specs)
         self.meter_out.add(tag, nbytes)
         target.meter_in.add(tag, nbytes)
@@ -100,7 +105,7 @@ class InProcessEndpoint:
         meta: dict[str, Any] | None = None,
         *,
         step: int = 0,
-        codec: str = "raw",
+        codec: str | Codec = "raw",
         tag: str = "data",
     ) -> SendHandle:
         """Client-side shorthand: send to the server."""

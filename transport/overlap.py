@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from fedcore.codec import Codec
+
 from . import wire
 from .errors import PeerTimeout
 from .messages import Message, SendHandle
@@ -69,7 +71,7 @@ class OverlappedSender:
         *,
         peer: str = "server",
         step: int = 0,
-        codec: str = "raw",
+        codec: str | Codec = "raw",
         tag: str = "data",
     ) -> Future:
         """Queue a send; CUDA tensors are staged through the next free pinned slot."""

@@ -11,6 +11,8 @@ from typing import Any
 import torch
 import zmq
 
+from fedcore.codec import Codec
+
 from . import wire
 from .endpoint import Endpoint, Peer
 from .errors import AuthError, ProtocolError, TransportError
@@ -86,7 +88,7 @@ class Server(Endpoint):
         meta: dict[str, Any] | None = None,
         *,
         step: int = 0,
-        codec: str = "raw",
+        codec: str | Codec = "raw",
         tag: str = "data",
     ) -> SendHandle:
         """Queue named tensors (+ small meta) for client ``peer``; returns at once with a handle."""

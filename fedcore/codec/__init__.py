@@ -1,11 +1,23 @@
 """fedcore.codec: wire encodings of tensors, named in every transport header.
 
-``raw`` sends bytes as they are; ``fp16`` / ``bf16`` send floating tensors in half precision and
-restore the original dtype on receipt (integer and bool tensors pass unchanged). The packing-kernel
-issue adds ``int8`` and ``int8+noise`` behind the same interface.
+``raw`` sends bytes as they are; ``fp16`` / ``bf16`` send floating tensors in half precision;
+``int8`` / ``fp8`` send per-token codes plus fp32 scales (fedcore.kernels.quant_pack);
+``int8+noise`` adds Gaussian noise in the same pass (configure it with ``noisy_int8``). All
+restore the original dtype on receipt; integer and bool tensors pass unchanged.
 """
 
-from .base import CODECS, Codec, get_codec, register_codec
+from .base import CODECS, PART_SEP, Codec, get_codec, register_codec
 from .cast import CastCodec, RawCodec
+from .quant import QuantCodec, noisy_int8
 
-__all__ = ["CODECS", "CastCodec", "Codec", "RawCodec", "get_codec", "register_codec"]
+__all__ = [
+    "CODECS",
+    "PART_SEP",
+    "CastCodec",
+    "Codec",
+    "QuantCodec",
+    "RawCodec",
+    "get_codec",
+    "noisy_int8",
+    "register_codec",
+]

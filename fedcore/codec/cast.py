@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
-from .base import Codec, register_codec
+from .base import FLOAT_NAMES, Codec, passthrough_size, register_codec
 
 
 class RawCodec(Codec):
@@ -12,11 +14,16 @@ class RawCodec(Codec):
 
     name = "raw"
 
-    def encode(self, tensor: torch.Tensor) -> tuple[torch.Tensor, torch.dtype | None]:
-        return tensor, None
+    def encode(self, tensor: torch.Tensor) -> tuple[list[torch.Tensor], torch.dtype | None]:
+        return [tensor], None
 
-    def decode(self, wire: torch.Tensor, orig_dtype: torch.dtype | None) -> torch.Tensor:
-        return wire
+    def decode(self, parts: Sequence[torch.Tensor], orig_dtype: torch.dtype | None) -> torch.Tensor:
+        return parts[0]
+
+    def check(self, parts: Sequence[tuple[str, tuple[int, ...]]], orig_dtype: str | None) -> int:
+        if orig_dtype is not None:
+            raise ValueError(f"codec 'raw' does not change dtypes (claimed original {orig_dtype})")
+        return passthrough_size(parts, self.name)
 
 
 class CastCodec(Codec):
@@ -25,14 +32,26 @@ class CastCodec(Codec):
 
     def __init__(self, name: str, dtype: torch.dtype):
         self.name, self.dtype = name, dtype
+        self.wire_name = str(dtype).replace("torch.", "")
 
-    def encode(self, tensor: torch.Tensor) -> tuple[torch.Tensor, torch.dtype | None]:
+    def encode(self, tensor: torch.Tensor) -> tuple[list[torch.Tensor], torch.dtype | None]:
         if not tensor.is_floating_point() or tensor.dtype == self.dtype or tensor.element_size() < 2:
-            return tensor, None
-        return tensor.to(self.dtype), tensor.dtype
+            return [tensor], None
+        return [tensor.to(self.dtype)], tensor.dtype
 
-    def decode(self, wire: torch.Tensor, orig_dtype: torch.dtype | None) -> torch.Tensor:
-        return wire if orig_dtype is None else wire.to(orig_dtype)
+    def decode(self, parts: Sequence[torch.Tensor], orig_dtype: torch.dtype | None) -> torch.Tensor:
+        return parts[0] if orig_dtype is None else parts[0].to(orig_dtype)
+
+    def check(self, parts: Sequence[tuple[str, tuple[int, ...]]], orig_dtype: str | None) -> int:
+        size = passthrough_size(parts, self.name)
+        if orig_dtype is None:
+            return size
+        dtype, _ = parts[0]
+        if dtype != self.wire_name or orig_dtype not in FLOAT_NAMES:
+            raise ValueError(f"codec {self.name!r} does not turn {orig_dtype} into {dtype}")
+        from fedcore.transport.wire import DTYPES
+
+        return size // DTYPES[dtype].itemsize * DTYPES[orig_dtype].itemsize
 
 
 register_codec(RawCodec())

@@ -155,6 +155,30 @@ class TransportConfig:
         _check(self.mbps >= 0 and self.latency_ms >= 0, "transport.mbps and transport.latency_ms must be >= 0")
 
 
+CODEC_NAMES = ("raw", "fp16", "bf16", "int8", "int8+noise", "fp8")
+
+
+@dataclass(kw_only=True)
+class CodecConfig:
+    """The wire codec of each split direction (fedcore.codec): h_A (client -> server), h_B (server ->
+    client), dh_B (client -> server), dh_A (server -> client). ``int8+noise`` (h_A only) draws the
+    [noise] section's Gaussian noise inside the packing kernel instead of in a separate pass."""
+
+    h_A: str = "int8+noise"
+    h_B: str = "int8"
+    dh_B: str = "bf16"
+    dh_A: str = "bf16"
+
+    def __post_init__(self) -> None:
+        for direction in ("h_A", "h_B", "dh_B", "dh_A"):
+            name = getattr(self, direction)
+            _check(name in CODEC_NAMES, f"codecs.{direction} must be one of {CODEC_NAMES}, got {name!r}")
+            _check(
+                name != "int8+noise" or direction == "h_A",
+                f"codecs.{direction}: only h_A carries noise; use 'int8' for {direction}",
+            )
+
+
 @dataclass(kw_only=True)
 class OutputConfig:
     """Where the run writes ``<dir>/<timestamp>/metrics.jsonl`` and ``loss.png``."""
@@ -174,12 +198,17 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     transport: TransportConfig = field(default_factory=TransportConfig)
+    codecs: CodecConfig = field(default_factory=CodecConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
     def __post_init__(self) -> None:
         _check(
             self.split.blocks_a + self.split.blocks_c <= self.model.num_layers - 1,
             f"split.blocks_a + split.blocks_c must be <= model.num_layers - 1 = {self.model.num_layers - 1}",
+        )
+        _check(
+            self.codecs.h_A != "int8+noise" or self.noise.std > 0,
+            "codecs.h_A = 'int8+noise' needs noise.std > 0 (or use codecs.h_A = 'int8')",
         )
 
 

@@ -20,7 +20,14 @@ from typing import Any
 from fedcore.accounting import merge_counts
 from fedcore.algorithms.split.inprocess import SplitRunResult
 from fedcore.algorithms.split.roles import SplitClientRole, SplitServerRole, StepReport
-from fedcore.algorithms.split.setup import build_client_data, build_split, client_parts, endless_batches, server_parts
+from fedcore.algorithms.split.setup import (
+    build_client_data,
+    build_split,
+    client_parts,
+    endless_batches,
+    server_parts,
+    wire_codecs,
+)
 from fedcore.data import CharTokenizer
 from fedcore.transport import Client, EndpointOptions, LinkShape, PeerTimeout, Server, load_keypair, save_keypair
 
@@ -54,13 +61,15 @@ def client_main(
         )
     try:
         link.send({}, {"op": "hello", "client": index}, tag="control")
+        codecs, noise_std = wire_codecs(config, index)
         SplitClientRole(
             link,
             parts,
             endless_batches(data, config, index, tokenizer.pad_id),
             data.eval_batches,
-            noise_std=config.noise.std,
+            noise_std=noise_std,
             noise_relative=config.noise.relative,
+            codecs=codecs,
         ).run()
     finally:
         link.close()
@@ -95,7 +104,14 @@ def run_split_processes(
     procs = [_spawn_client(config, k, server.address, *key_args[k]) for k in range(n)]
     try:
         peers = _await_hellos(server, procs)
-        role = SplitServerRole(server, server_parts(config, sm), peers, [len(d.train) for d in data], on_step=on_step)
+        role = SplitServerRole(
+            server,
+            server_parts(config, sm),
+            peers,
+            [len(d.train) for d in data],
+            codecs=wire_codecs(config, -1)[0],
+            on_step=on_step,
+        )
         result = role.run(rounds=config.train.rounds, local_steps=config.train.local_steps)
         for p in procs:
             p.wait(timeout=30)

@@ -57,7 +57,8 @@ def run_main_job(config: RunConfig, *, console: Console | None = None, run_dir: 
         f"({config.model.num_layers} layers, head {config.split.blocks_a} / body "
         f"{config.model.num_layers - config.split.blocks_a - config.split.blocks_c} / tail "
         f"{config.split.blocks_c}), {tc.clients} clients, mode {config.split.mode}, "
-        f"noise std {config.noise.std}{' x mean|h_A|' if config.noise.relative else ''}"
+        f"noise std {config.noise.std}{' x mean|h_A|' if config.noise.relative else ''}, codecs "
+        f"h_A {config.codecs.h_A} / h_B {config.codecs.h_B} / dh_B {config.codecs.dh_B} / dh_A {config.codecs.dh_A}"
     )
     with MetricsWriter(run_dir / "metrics.jsonl") as writer:
         writer.write("config", config=config_to_dict(config))

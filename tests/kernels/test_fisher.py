@@ -10,6 +10,23 @@ from fedcore.kernels import lora_inputs, persample_rowsum, persample_sqgrad, per
 from torch.func import grad, vmap
 
 IMPLS = ["torch"] + (["triton"] if os.environ.get("TRITON_INTERPRET") == "1" or torch.cuda.is_available() else [])
+GPU_TRITON = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1"
+
+
+def _sqgrad(x, g, mask=None, *, impl, **kw):
+    """persample_sqgrad on the device the impl runs on (a GPU for triton when one is here), result on CPU."""
+    if impl == "triton" and GPU_TRITON:
+        x, g = x.cuda(), g.cuda()
+        mask = mask.cuda() if mask is not None else None
+        if "out" in kw:
+            out = kw.pop("out")
+            res = persample_sqgrad(x, g, mask, impl=impl, out=out.cuda().clone(), **kw)
+            out.copy_(res.cpu())
+            return out
+        return persample_sqgrad(x, g, mask, impl=impl, **kw).cpu()
+    return persample_sqgrad(x, g, mask, impl=impl, **kw)
+
+
 SHAPES = [(1, 1, 7, 3), (1, 9, 16, 16), (3, 37, 33, 17), (2, 5, 40, 70), (4, 64, 12, 5)]  # (B, T, d_in, d_out)
 
 
@@ -47,7 +64,7 @@ def test_full_weight_stats_match_vmap(shape, reduction, padded, impl):
     y = (x @ W.t()).requires_grad_(True)
     total = sum(_per_sample_loss(y[n], target[n], mask[n], reduction) for n in range(shape[0]))
     (g,) = torch.autograd.grad(total, y)
-    torch.testing.assert_close(persample_sqgrad(x, g, mask, impl=impl), per_sample.square().sum(0))
+    torch.testing.assert_close(_sqgrad(x, g, mask, impl=impl), per_sample.square().sum(0))
     torch.testing.assert_close(persample_sqnorm(x, g, mask), per_sample.square().sum((1, 2)))
     torch.testing.assert_close(persample_rowsum(x, g, mask), per_sample.square().sum((0, 2)))
 
@@ -73,7 +90,7 @@ def test_lora_factor_stats_match_vmap(shape, r, impl):
     pairs = lora_inputs(x, g, A, B, scale)
     for name, ref in (("lora_A", gA), ("lora_B", gB)):
         inp, gr = pairs[name]
-        torch.testing.assert_close(persample_sqgrad(inp, gr, mask, impl=impl), ref.square().sum(0))
+        torch.testing.assert_close(_sqgrad(inp, gr, mask, impl=impl), ref.square().sum(0))
         torch.testing.assert_close(persample_sqnorm(inp, gr, mask), ref.square().sum((1, 2)))
 
 
@@ -84,7 +101,7 @@ def test_fused_momentum_update(impl, dtype):
     g = torch.randn(2, 11, 23, dtype=dtype, generator=torch.Generator().manual_seed(4))
     running = torch.rand(23, 19, dtype=dtype, generator=torch.Generator().manual_seed(5))
     expected = 0.8 * running + 0.2 * persample_sqgrad(x, g, mask, impl="torch")
-    out = persample_sqgrad(x, g, mask, out=running, momentum=0.8, impl=impl)
+    out = _sqgrad(x, g, mask, out=running, momentum=0.8, impl=impl)
     assert out is running
     torch.testing.assert_close(running, expected)
 

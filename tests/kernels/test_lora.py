@@ -38,7 +38,8 @@ def _peft_layer(W, bias, A, B, alpha):
 @pytest.mark.parametrize("r", [1, 4, 8, 16, 64])
 @pytest.mark.parametrize("shape", [(1, 1, 7, 5), (2, 5, 37, 23), (3, 11, 64, 33)])  # (B, T, d_in, d_out)
 @pytest.mark.parametrize("bias", [False, True])
-def test_forward_and_gradients_equal_peft(shape, r, bias):
+@pytest.mark.parametrize("impl", ["triton", "compose"])
+def test_forward_and_gradients_equal_peft(shape, r, bias, impl):
     batch, steps, d_in, d_out = shape
     gen = torch.Generator().manual_seed(r * 100 + d_in)
     W = torch.randn(d_out, d_in, generator=gen) / d_in**0.5
@@ -55,7 +56,7 @@ def test_forward_and_gradients_equal_peft(shape, r, bias):
 
     Ad, Bd = A.to(DEVICE).requires_grad_(True), B.to(DEVICE).requires_grad_(True)
     xo = x.to(DEVICE).requires_grad_(True)
-    out = lora_linear(xo, W.to(DEVICE), Ad, Bd, alpha / r, b.to(DEVICE) if b is not None else None)
+    out = lora_linear(xo, W.to(DEVICE), Ad, Bd, alpha / r, b.to(DEVICE) if b is not None else None, impl=impl)
     (out * probe).sum().backward()
     pairs = [(out, ref), (xo.grad, xp.grad), (Ad.grad, layer.lora_A["default"].weight.grad),
              (Bd.grad, layer.lora_B["default"].weight.grad)]  # fmt: skip
@@ -82,8 +83,9 @@ def test_no_input_gradient_when_x_is_frozen_and_errors():
 @pytest.mark.parametrize("shape,r", [((33, 47), 1), ((64, 64), 16), ((19, 70), 8)])
 def test_merge_then_unmerge_restores_w_exactly(shape, r, dtype):
     gen = torch.Generator().manual_seed(shape[0])
-    W = torch.randn(shape, generator=gen).to(dtype)
-    A, B = torch.randn(r, shape[1], generator=gen).to(dtype), torch.randn(shape[0], r, generator=gen).to(dtype)
+    W = torch.randn(shape, generator=gen).to(DEVICE, dtype)
+    A = torch.randn(r, shape[1], generator=gen).to(DEVICE, dtype)
+    B = torch.randn(shape[0], r, generator=gen).to(DEVICE, dtype)
     before = W.clone()
     original = lora_merge_(W, A, B, 0.5)
     expected = (before.float() + 0.5 * B.float() @ A.float()).to(dtype)

@@ -124,3 +124,17 @@ def test_plaintext_only_on_loopback(endpoints):
     client = endpoints("client", server.address, plaintext=True)
     client.send({"x": torch.ones(3)})
     assert torch.equal(server.recv(timeout=10).tensors["x"], torch.ones(3))
+
+
+@pytest.mark.parametrize("codec", ["int8", "fp8"])
+def test_quantizing_codecs_over_sockets(pair, codec):
+    server, client = pair
+    x = torch.randn(3, 7, 257, generator=torch.Generator().manual_seed(5)).to(torch.bfloat16)
+    ids = torch.arange(4)
+    client.send({"h": x, "ids": ids}, codec=codec)
+    msg = server.recv(timeout=10)
+    back = msg.tensors["h"]
+    assert back.dtype == torch.bfloat16 and back.shape == x.shape and torch.equal(msg.tensors["ids"], ids)
+    bound = 0.01 if codec == "int8" else 0.04
+    assert ((back.float() - x.float()).norm() / x.float().norm()).item() < bound
+    assert msg.nbytes < x.numel() * 2 * 0.55 + 4 * 21 + 512  # ~1 byte per element + scales vs 2 (bf16)

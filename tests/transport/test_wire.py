@@ -109,3 +109,39 @@ def test_codec_and_dtype_must_agree():
     head["tensors"][0][5:7] = ["fp16", "complex64"]  # ... claiming to decode to complex64
     with pytest.raises(ProtocolError, match="does not turn"):
         Incoming(head, max_bytes=1 << 20, allocate=lambda n: torch.empty(n, dtype=torch.uint8))
+
+
+def _int8_header():
+    out = build_outgoing(
+        seq=1, session="s", step=0, kind="data", meta={}, codec="int8",
+        tensors={"h": torch.randn(2, 3, 8), "ids": torch.arange(4)}, chunk_bytes=1 << 20, max_bytes=1 << 20,
+    )  # fmt: skip
+    return unpack(out.messages[0][0])
+
+
+def _incoming(head, cap=1 << 20):
+    return Incoming(head, max_bytes=cap, allocate=lambda n: torch.empty(n, dtype=torch.uint8))
+
+
+def test_multi_part_codecs_are_regrouped_and_checked():
+    head = _int8_header()
+    names = [row[0] for row in head["tensors"]]
+    assert names == ["h", "h#1", "ids"]
+    assert [g[0].name for g in _incoming(head).groups] == ["h", "ids"]
+    orphan = _int8_header()
+    orphan["tensors"][1][0] = "x#1"  # a part whose tensor is not the one before it
+    with pytest.raises(ProtocolError, match="does not follow"):
+        _incoming(orphan)
+    mixed = _int8_header()
+    mixed["tensors"][1][5] = "fp8"
+    with pytest.raises(ProtocolError, match="differs"):
+        _incoming(mixed)
+    lone = _int8_header()
+    del lone["tensors"][1]  # codes without scales
+    lone["tensors"][1][3] = align(lone["tensors"][0][3] + lone["tensors"][0][4])
+    lone["total"] = lone["n"] = lone["tensors"][1][3] + lone["tensors"][1][4]
+    with pytest.raises(ProtocolError, match="codes and scales"):
+        _incoming(lone)
+    # the decoded size (fp32: 4 bytes per code) counts against the cap, not the wire size
+    with pytest.raises(ProtocolError, match="decodes to"):
+        _incoming(_int8_header(), cap=head["total"] + 8)

@@ -15,7 +15,7 @@ from fedcore.runtime.config import RunConfig
 from fedcore.transport import InProcessHub
 
 from .roles import SplitClientRole, SplitServerRole, StepReport
-from .setup import build_client_data, build_split, client_parts, endless_batches, server_parts
+from .setup import build_client_data, build_split, client_parts, endless_batches, server_parts, wire_codecs
 
 
 @dataclass
@@ -57,14 +57,16 @@ def run_split_inprocess(config: RunConfig, *, on_step: Callable[[StepReport], No
     roles = []
     for k, name in enumerate(names):
         link = hub.endpoint(name)
+        codecs, noise_std = wire_codecs(config, k)
         roles.append(
             SplitClientRole(
                 link,
                 client_parts(config, sm, k),
                 endless_batches(data[k], config, k, tokenizer.pad_id),
                 data[k].eval_batches,
-                noise_std=config.noise.std,
+                noise_std=noise_std,
                 noise_relative=config.noise.relative,
+                codecs=codecs,
             )
         )
     errors: list[BaseException] = []
@@ -79,7 +81,12 @@ def run_split_inprocess(config: RunConfig, *, on_step: Callable[[StepReport], No
     for t in threads:
         t.start()
     server = SplitServerRole(
-        server_link, server_parts(config, sm), names, [len(d.train) for d in data], on_step=on_step
+        server_link,
+        server_parts(config, sm),
+        names,
+        [len(d.train) for d in data],
+        codecs=wire_codecs(config, -1)[0],
+        on_step=on_step,
     )
     try:
         result = server.run(rounds=config.train.rounds, local_steps=config.train.local_steps)

@@ -11,13 +11,14 @@ eval_h_A, eval_h_B, lora_up, lora_down, control.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from fedcore.aggregate import weighted_average
+from fedcore.codec import Codec
 from fedcore.lora import load_lora_state, lora_state
 from fedcore.model import SplitState
 
@@ -68,10 +69,13 @@ class SplitClientRole:
         *,
         noise_std: float,
         noise_relative: bool,
+        codecs: Mapping[str, str | Codec] | None = None,
         timeout: float = 300.0,
     ):
         self.link, self.parts, self.batches, self.eval_batches = link, parts, batches, eval_batches
         self.noise_std, self.noise_relative, self.timeout = noise_std, noise_relative, timeout
+        codecs = codecs or {}
+        self.codec_up, self.codec_grad = codecs.get("h_A", "raw"), codecs.get("dh_B", "raw")
 
     def run(self) -> None:
         """Serve the server's requests until it says stop."""
@@ -110,7 +114,7 @@ class SplitClientRole:
             up["hidden"], self.noise_std, relative=self.noise_relative, generator=parts.noise_generator
         )
         head_trains = h_a.hidden.requires_grad
-        self.link.send_to("server", up, {"op": "fwd", "head_trains": head_trains}, tag="h_A")
+        self.link.send_to("server", up, {"op": "fwd", "head_trains": head_trains}, tag="h_A", codec=self.codec_up)
         tail_in = state_from(_expect(self.link, "h_B", self.timeout).tensors, needs_grad=True)
         loss = parts.tail(tail_in, labels=batch["labels"]).loss
         loss.backward()
@@ -121,6 +125,7 @@ class SplitClientRole:
             {"grad": tail_in.hidden.grad},
             {"op": "bwd", "loss": float(loss.detach()), "tokens": tokens},
             tag="dh_B",
+            codec=self.codec_grad,
         )
         down = _expect(self.link, "dh_A", self.timeout)
         if head_trains:
@@ -135,7 +140,11 @@ class SplitClientRole:
         total, count = 0.0, 0
         for batch in self.eval_batches:
             h_a = self.parts.head(batch["input_ids"], batch["attention_mask"])
-            self.link.send_to("server", state_tensors(h_a), {"op": "eval_fwd"}, tag="eval_h_A")
+            up = state_tensors(h_a)
+            up["hidden"] = add_gaussian_noise(  # what leaves the client is noised at evaluation too
+                up["hidden"], self.noise_std, relative=self.noise_relative, generator=self.parts.noise_generator
+            )
+            self.link.send_to("server", up, {"op": "eval_fwd"}, tag="eval_h_A", codec=self.codec_up)
             state = state_from(_expect(self.link, "eval_h_B", self.timeout).tensors, needs_grad=False)
             loss = self.parts.tail(state, labels=batch["labels"]).loss
             tokens = int((batch["labels"][:, 1:] != -100).sum())
@@ -160,11 +169,14 @@ class SplitServerRole:
         clients: list[str],
         weights: list[float],
         *,
+        codecs: Mapping[str, str | Codec] | None = None,
         timeout: float = 300.0,
         on_step: Callable[[StepReport], None] | None = None,
     ):
         self.link, self.parts, self.clients, self.weights = link, parts, clients, weights
         self.timeout, self.on_step = timeout, on_step
+        codecs = codecs or {}
+        self.codec_down, self.codec_grad = codecs.get("h_B", "raw"), codecs.get("dh_A", "raw")
         self._pending: dict[str, tuple[SplitState, SplitState]] = {}
 
     def run(self, *, rounds: int, local_steps: int) -> SplitServerResult:
@@ -218,12 +230,12 @@ class SplitServerRole:
                 body_in = state_from(msg.tensors, needs_grad=bool(msg.meta.get("head_trains")))
                 h_b = self.parts.body(body_in)
                 self._pending[msg.peer] = (body_in, h_b)
-                self.link.send_to(msg.peer, state_tensors(h_b), {"op": "h_B"}, tag="h_B")
+                self.link.send_to(msg.peer, state_tensors(h_b), {"op": "h_B"}, tag="h_B", codec=self.codec_down)
             elif got == "bwd":
                 body_in, h_b = self._pending.pop(msg.peer)
                 h_b.hidden.backward(msg.tensors["grad"])
                 grad = body_in.hidden.grad if body_in.hidden.grad is not None else torch.zeros(0)
-                self.link.send_to(msg.peer, {"grad": grad}, {"op": "dh_A"}, tag="dh_A")
+                self.link.send_to(msg.peer, {"grad": grad}, {"op": "dh_A"}, tag="dh_A", codec=self.codec_grad)
                 opt, sched = self.parts.optimizer, self.parts.scheduler
                 opt.step()
                 sched.step()
@@ -243,6 +255,8 @@ class SplitServerRole:
             elif got == "eval_fwd":
                 with torch.no_grad():
                     h_b = self.parts.body(state_from(msg.tensors, needs_grad=False))
-                self.link.send_to(msg.peer, state_tensors(h_b), {"op": "eval_h_B"}, tag="eval_h_B")
+                self.link.send_to(
+                    msg.peer, state_tensors(h_b), {"op": "eval_h_B"}, tag="eval_h_B", codec=self.codec_down
+                )
             else:
                 raise RuntimeError(f"unexpected '{got}' from {msg.peer} while waiting for '{op}'")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from fedcore.codec import Codec, noisy_int8
 from fedcore.data import (
     CharTokenizer,
     batches,
@@ -130,3 +131,19 @@ def client_parts(config: RunConfig, sm: SplitModel, client: int) -> ClientParts:
     tc = config.train
     noise = torch.Generator().manual_seed(tc.seed * 1000 + client)  # a distinct noise stream per client
     return ClientParts(head, tail, opt, lr_schedule(opt, tc.rounds * tc.local_steps), noise)
+
+
+def wire_codecs(config: RunConfig, client: int) -> tuple[dict[str, str | Codec], float]:
+    """The codec per direction for ``client``'s link, and the noise std still to add by hand.
+
+    With ``codecs.h_A = "int8+noise"`` the noise is drawn in the packing kernel from a Philox
+    stream seeded per client from ``train.seed`` (reproducible runs; distinct clients), so the
+    separate noise pass is off (0.0 returned); otherwise ``noise.std`` is returned for it.
+    """
+    cc = config.codecs
+    codecs: dict[str, str | Codec] = {"h_A": cc.h_A, "h_B": cc.h_B, "dh_B": cc.dh_B, "dh_A": cc.dh_A}
+    if cc.h_A != "int8+noise":
+        return codecs, config.noise.std
+    seed = (config.train.seed * 1_000_003 + client * 7919 + 1) % 2**62
+    codecs["h_A"] = noisy_int8(config.noise.std, relative=config.noise.relative, seed=seed)
+    return codecs, 0.0
