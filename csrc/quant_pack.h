@@ -28,7 +28,11 @@ struct QuantPackParams {
   uint64_t offset;
   bool fp8;               // codes are float8_e4m3fn (qmax 448) instead of int8 (qmax 127)
   InputType type;
+  int variant;            // 0: registers unconstrained; 1: capped for 4 resident rows per SM
 };
+
+// Pack variants the launcher knows (see quant_pack_kernel.cu).
+constexpr int kPackVariants = 2;
 
 struct DequantParams {
   const void* codes;      // (rows, hidden) int8 or float8_e4m3fn

@@ -29,7 +29,8 @@ bool code_is_fp8(const at::Tensor& codes) {
 // x: (rows, hidden) CUDA, unit stride along hidden. sigma: None or a 1-element fp32 CUDA tensor.
 // Returns [codes (rows, hidden) int8 | float8_e4m3fn, scales (rows,) fp32].
 std::vector<at::Tensor> pack(const at::Tensor& x, const c10::optional<at::Tensor>& sigma, int64_t seed,
-                             int64_t offset, bool fp8) {
+                             int64_t offset, bool fp8, int64_t variant) {
+  TORCH_CHECK(variant >= 0 && variant < kPackVariants, "variant must be in [0, ", kPackVariants, "), got ", variant);
   TORCH_CHECK(x.is_cuda(), "x must be a CUDA tensor");
   TORCH_CHECK(x.dim() == 2, "x must be 2-D (rows, hidden), got ", x.dim(), " dims");
   TORCH_CHECK(x.size(1) >= 1 && x.size(1) <= kCudaMaxHidden, "hidden must be in [1, ", kCudaMaxHidden, "], got ",
@@ -58,6 +59,7 @@ std::vector<at::Tensor> pack(const at::Tensor& x, const c10::optional<at::Tensor
   p.offset = static_cast<uint64_t>(offset);
   p.fp8 = fp8;
   p.type = type;
+  p.variant = static_cast<int>(variant);
   launch_quant_pack(p, at::cuda::getCurrentCUDAStream());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return {codes, scales};
@@ -95,7 +97,8 @@ void unpack(const at::Tensor& codes, const at::Tensor& scales, at::Tensor& out) 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "fedcore quant_pack / dequant (CUDA C++)";
   m.def("pack", &fedcore::pack, "noise + per-row quantized packing", py::arg("x"), py::arg("sigma"), py::arg("seed"),
-        py::arg("offset"), py::arg("fp8"));
+        py::arg("offset"), py::arg("fp8"), py::arg("variant") = 0);
   m.def("unpack", &fedcore::unpack, "codes * scales into out", py::arg("codes"), py::arg("scales"), py::arg("out"));
   m.attr("max_hidden") = fedcore::kCudaMaxHidden;
+  m.attr("pack_variants") = fedcore::kPackVariants;
 }

@@ -89,9 +89,12 @@ __device__ __forceinline__ float block_reduce_max(float v, float* shared) {
   return v;
 }
 
-template <typename T, int VEC, bool NOISE, bool FP8>
-__global__ void __launch_bounds__(kThreads) quant_pack_kernel(QuantPackParams p) {
-  extern __shared__ float staged[];  // the noisy row, fp32, hidden entries
+// MIN_BLOCKS: resident blocks (rows) per SM the register budget must allow: 1 lets the compiler
+// use ~80 registers (3 rows per SM fit), 4 caps it at 64 (more rows in flight, a few spills with
+// noise). Both are built; the dispatcher times them.
+template <typename T, int VEC, bool NOISE, bool FP8, int MIN_BLOCKS>
+__global__ void __launch_bounds__(kThreads, MIN_BLOCKS) quant_pack_kernel(QuantPackParams p) {
+  extern __shared__ __align__(16) float staged[];  // the noisy row, fp32, hidden entries
   __shared__ float reduce_max[32];
   __shared__ float reduce_bad[32];
   constexpr float qmax = FP8 ? 448.0f : 127.0f;
@@ -127,7 +130,23 @@ __global__ void __launch_bounds__(kThreads) quant_pack_kernel(QuantPackParams p)
           } else {
             bad = 1.0f;  // NaN or +-inf
           }
-          staged[col] = y;
+          v[k][j] = y;
+        }
+      }
+    }
+    // stage the noisy row: 16-byte shared stores where aligned (scalar stores hit 8-way bank conflicts)
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const int64_t col = k * q + i0;
+      if (VEC % 4 == 0 && col + VEC <= hidden) {
+#pragma unroll
+        for (int w = 0; w < VEC; w += 4) {
+          *reinterpret_cast<float4*>(&staged[col + w]) = make_float4(v[k][w], v[k][w + 1], v[k][w + 2], v[k][w + 3]);
+        }
+      } else {
+#pragma unroll
+        for (int j = 0; j < VEC; ++j) {
+          if (col + j < hidden) staged[col + j] = v[k][j];
         }
       }
     }
@@ -137,13 +156,24 @@ __global__ void __launch_bounds__(kThreads) quant_pack_kernel(QuantPackParams p)
   const float inv = amax > 0.0f ? __fdiv_rn(qmax, amax) : 0.0f;
   // block_reduce_max's __syncthreads also published the staged row
   for (int64_t c0 = static_cast<int64_t>(threadIdx.x) * 4; c0 < hidden; c0 += static_cast<int64_t>(blockDim.x) * 4) {
+    float vals[4];
+    if (c0 + 4 <= hidden) {  // c0 is a multiple of 4: an aligned 16-byte shared load
+      const float4 f = *reinterpret_cast<const float4*>(&staged[c0]);
+      vals[0] = f.x;
+      vals[1] = f.y;
+      vals[2] = f.z;
+      vals[3] = f.w;
+    } else {
+#pragma unroll
+      for (int j = 0; j < 4; ++j) vals[j] = c0 + j < hidden ? staged[c0 + j] : 0.0f;
+    }
     uint32_t packed = 0;
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       const int64_t col = c0 + j;
       uint8_t byte = 0;
       if (col < hidden && bad == 0.0f) {
-        const float scaled = fminf(fmaxf(staged[col] * inv, -qmax), qmax);
+        const float scaled = fminf(fmaxf(vals[j] * inv, -qmax), qmax);
         if (FP8) {
           byte = __nv_fp8_e4m3(scaled).__x;
         } else {
@@ -202,13 +232,24 @@ __global__ void __launch_bounds__(kThreads) dequant_kernel(DequantParams p) {
   }
 }
 
-template <typename T, int VEC>
-void launch_pack_typed(const QuantPackParams& p, cudaStream_t stream) {
+template <typename T, int VEC, int MIN_BLOCKS>
+void launch_pack_occupancy(const QuantPackParams& p, cudaStream_t stream) {
   const size_t smem = static_cast<size_t>(p.hidden) * sizeof(float);
-  auto kernel = p.sigma ? (p.fp8 ? quant_pack_kernel<T, VEC, true, true> : quant_pack_kernel<T, VEC, true, false>)
-                        : (p.fp8 ? quant_pack_kernel<T, VEC, false, true> : quant_pack_kernel<T, VEC, false, false>);
+  auto kernel = p.sigma ? (p.fp8 ? quant_pack_kernel<T, VEC, true, true, MIN_BLOCKS>
+                                 : quant_pack_kernel<T, VEC, true, false, MIN_BLOCKS>)
+                        : (p.fp8 ? quant_pack_kernel<T, VEC, false, true, MIN_BLOCKS>
+                                 : quant_pack_kernel<T, VEC, false, false, MIN_BLOCKS>);
   if (smem > 48 * 1024) cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
   kernel<<<static_cast<unsigned>(p.rows), kThreads, smem, stream>>>(p);
+}
+
+template <typename T, int VEC>
+void launch_pack_typed(const QuantPackParams& p, cudaStream_t stream) {
+  if (p.variant == 1) {
+    launch_pack_occupancy<T, VEC, 4>(p, stream);
+  } else {
+    launch_pack_occupancy<T, VEC, 1>(p, stream);
+  }
 }
 
 template <typename T>

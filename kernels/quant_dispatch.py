@@ -136,7 +136,7 @@ def quant_pack(
     elif chosen == "cuda":
         from .quant_pack_cuda import pack_cuda
 
-        codes, scales = pack_cuda(x2, sigma, seed64, offset64, fmt)
+        codes, scales = pack_cuda(x2, sigma, seed64, offset64, fmt, _VARIANTS.get(_key(x2, sigma, fmt), 0))
     else:
         codes, scales = tri.pack_triton(x2, sigma, seed64, offset64, fmt)
     q = tri.counters_per_row(x.shape[-1])
@@ -191,6 +191,7 @@ def _triton_runs(x: torch.Tensor) -> bool:
 
 
 _CHOICES: dict[tuple, tuple[str, dict[str, float]]] = {}
+_VARIANTS: dict[tuple, int] = {}  # the CUDA launch variant measured fastest per key
 
 
 def choices() -> dict[str, dict]:
@@ -211,11 +212,18 @@ def _choose(x2: torch.Tensor, sigma: torch.Tensor | None, fmt: str, impl: str) -
         return impl
     if not x2.is_cuda:
         return "torch"
-    key = (str(x2.device), str(x2.dtype).replace("torch.", ""), _bucket(x2.shape[1]), fmt, sigma is not None)
+    key = _key(x2, sigma, fmt)
     if key not in _CHOICES:
-        _CHOICES[key] = _race(x2, sigma, fmt)
-        log.info("quant_pack %s: using %s (%s)", "/".join(map(str, key)), *_CHOICES[key])
+        winner, times = _race(x2, sigma, fmt)
+        if winner.startswith("cuda"):
+            _VARIANTS[key] = int(winner.split("/v")[1])
+        _CHOICES[key] = (winner.split("/")[0], times)
+        log.info("quant_pack %s: using %s (%s)", "/".join(map(str, key)), winner, times)
     return _CHOICES[key][0]
+
+
+def _key(x2: torch.Tensor, sigma: torch.Tensor | None, fmt: str) -> tuple:
+    return (str(x2.device), str(x2.dtype).replace("torch.", ""), _bucket(x2.shape[1]), fmt, sigma is not None)
 
 
 def _bucket(hidden: int) -> int:
@@ -223,14 +231,17 @@ def _bucket(hidden: int) -> int:
 
 
 def _race(x2: torch.Tensor, sigma: torch.Tensor | None, fmt: str) -> tuple[str, dict[str, float]]:
-    """Time triton and cuda on this call's input (3 runs each, best kept); cuda only if it builds."""
+    """Time triton and each cuda variant on this call's input (3 runs each after one warm-up, best
+    kept); cuda only if it builds and takes rows this long. Returns ("triton" | "cuda/v<k>", ms)."""
     from .quant_pack_cuda import cuda_extension
 
     runners: dict[str, Callable[[], object]] = {"triton": lambda: tri.pack_triton(x2, sigma, 1, 0, fmt)}
     if cuda_extension() is not None:
-        from .quant_pack_cuda import pack_cuda
+        from .quant_pack_cuda import max_hidden, pack_cuda, pack_variants
 
-        runners["cuda"] = lambda: pack_cuda(x2, sigma, 1, 0, fmt)
+        if x2.shape[1] <= max_hidden():
+            for v in range(pack_variants()):
+                runners[f"cuda/v{v}"] = lambda v=v: pack_cuda(x2, sigma, 1, 0, fmt, v)
     times = {}
     for name, run in runners.items():
         run()

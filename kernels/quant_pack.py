@@ -85,12 +85,12 @@ def _quarter(x_row, cols, H, n, sigma, HAS_NOISE: tl.constexpr):
 
 
 @triton.jit
-def _row_stats(y, absmax, bad, cols, H):
-    inside = cols < H
-    mag = tl.where(inside, tl.abs(y), 0.0)
-    bad = tl.maximum(bad, tl.max(tl.where(inside & ~(mag < float("inf")), 1, 0), axis=0))
-    absmax = tl.maximum(absmax, tl.max(tl.where(mag < float("inf"), mag, 0.0), axis=0))
-    return absmax, bad
+def _mag(y, cols, lim):
+    """Per lane: (|y| if finite else 0, 1 if y is NaN or +-inf else 0); lanes at or past lim give (0, 0).
+    Quarters are combined lane-wise first, so a row costs two block reductions, not eight."""
+    mag = tl.where(cols < lim, tl.abs(y), 0.0)
+    finite = mag < float("inf")
+    return tl.where(finite, mag, 0.0), tl.where(finite, 0, 1)
 
 
 @triton.jit
@@ -127,8 +127,6 @@ def _pack_kernel(
         sigma = tl.load(sigma_ptr)
     base = offset + row * Q
     i = tl.arange(0, BQ).to(tl.int64)
-    absmax = 0.0
-    bad = 0
     if SINGLE:  # the whole row in registers: one read of x
         n0, n1, n2, n3 = _noise_or_zeros(seed, base + i, HAS_NOISE, BQ)
         lim = tl.where(i < Q, H, 0)  # lanes past Q in a quarter belong to the next quarter
@@ -136,24 +134,32 @@ def _pack_kernel(
         y1 = _quarter(x_row, Q + i, lim, n1, sigma, HAS_NOISE)
         y2 = _quarter(x_row, 2 * Q + i, lim, n2, sigma, HAS_NOISE)
         y3 = _quarter(x_row, 3 * Q + i, lim, n3, sigma, HAS_NOISE)
-        absmax, bad = _row_stats(y0, absmax, bad, i, lim)
-        absmax, bad = _row_stats(y1, absmax, bad, Q + i, lim)
-        absmax, bad = _row_stats(y2, absmax, bad, 2 * Q + i, lim)
-        absmax, bad = _row_stats(y3, absmax, bad, 3 * Q + i, lim)
+        m0, b0 = _mag(y0, i, lim)
+        m1, b1 = _mag(y1, Q + i, lim)
+        m2, b2 = _mag(y2, 2 * Q + i, lim)
+        m3, b3 = _mag(y3, 3 * Q + i, lim)
+        absmax = tl.max(tl.maximum(tl.maximum(m0, m1), tl.maximum(m2, m3)), axis=0)
+        bad = tl.max(b0 | b1 | b2 | b3, axis=0)
         inv = _inverse(absmax, QMAX)
         _store_codes(codes_row, i, lim, y0, inv, bad, QMAX, FP8, USE_RINT)
         _store_codes(codes_row, Q + i, lim, y1, inv, bad, QMAX, FP8, USE_RINT)
         _store_codes(codes_row, 2 * Q + i, lim, y2, inv, bad, QMAX, FP8, USE_RINT)
         _store_codes(codes_row, 3 * Q + i, lim, y3, inv, bad, QMAX, FP8, USE_RINT)
     else:  # long rows: statistics first, then regenerate the noise and store
+        m_acc = tl.zeros((BQ,), dtype=tl.float32)
+        b_acc = tl.zeros((BQ,), dtype=tl.int32)
         for start in range(0, Q, BQ):
             j = start + i
             n0, n1, n2, n3 = _noise_or_zeros(seed, base + j, HAS_NOISE, BQ)
             lim = tl.where(j < Q, H, 0)
-            absmax, bad = _row_stats(_quarter(x_row, j, lim, n0, sigma, HAS_NOISE), absmax, bad, j, lim)
-            absmax, bad = _row_stats(_quarter(x_row, Q + j, lim, n1, sigma, HAS_NOISE), absmax, bad, Q + j, lim)
-            absmax, bad = _row_stats(_quarter(x_row, 2 * Q + j, lim, n2, sigma, HAS_NOISE), absmax, bad, 2 * Q + j, lim)
-            absmax, bad = _row_stats(_quarter(x_row, 3 * Q + j, lim, n3, sigma, HAS_NOISE), absmax, bad, 3 * Q + j, lim)
+            m0, b0 = _mag(_quarter(x_row, j, lim, n0, sigma, HAS_NOISE), j, lim)
+            m1, b1 = _mag(_quarter(x_row, Q + j, lim, n1, sigma, HAS_NOISE), Q + j, lim)
+            m2, b2 = _mag(_quarter(x_row, 2 * Q + j, lim, n2, sigma, HAS_NOISE), 2 * Q + j, lim)
+            m3, b3 = _mag(_quarter(x_row, 3 * Q + j, lim, n3, sigma, HAS_NOISE), 3 * Q + j, lim)
+            m_acc = tl.maximum(m_acc, tl.maximum(tl.maximum(m0, m1), tl.maximum(m2, m3)))
+            b_acc = b_acc | b0 | b1 | b2 | b3
+        absmax = tl.max(m_acc, axis=0)
+        bad = tl.max(b_acc, axis=0)
         inv = _inverse(absmax, QMAX)
         for start in range(0, Q, BQ):
             j = start + i
@@ -195,6 +201,12 @@ def _noise_kernel(out_ptr, seed, offset, H, Q, BQ: tl.constexpr):
         tl.store(out_ptr + row * H + 3 * Q + j, n3, mask=3 * Q + j < lim)
 
 
+# On the GPU the warp count is tuned per (H, flags) on first use (4 / 8 / 16 warps per row).
+_pack_tuned = triton.autotune(
+    configs=[triton.Config({}, num_warps=w) for w in (4, 8, 16)], key=["H", "HAS_NOISE", "FP8", "SINGLE"]
+)(_pack_kernel)
+
+
 def counters_per_row(hidden: int) -> int:
     """Philox counters one row of ``hidden`` elements consumes (Q = ceil(H / 4))."""
     return (hidden + 3) // 4
@@ -220,11 +232,13 @@ def pack_triton(
     q = counters_per_row(hidden)
     single = hidden <= SINGLE_PASS_MAX
     bq = triton.next_power_of_2(q) if single else TWO_PASS_BLOCK_Q
-    _pack_kernel[(rows,)](
-        x2, codes, scales, sigma if sigma is not None else scales, seed, offset, hidden, q, x2.stride(0),
-        HAS_NOISE=sigma is not None, FP8=fmt == "fp8_e4m3", QMAX=QMAX[fmt], USE_RINT=not _INTERPRET,
-        SINGLE=single, BQ=bq, num_warps=_warps(4 * bq),
-    )  # fmt: skip
+    args = (x2, codes, scales, sigma if sigma is not None else scales, seed, offset, hidden, q, x2.stride(0))
+    flags = dict(HAS_NOISE=sigma is not None, FP8=fmt == "fp8_e4m3", QMAX=QMAX[fmt], USE_RINT=not _INTERPRET,
+                 SINGLE=single, BQ=bq)  # fmt: skip
+    if x2.is_cuda:
+        _pack_tuned[(rows,)](*args, **flags)
+    else:  # the interpreter: one configuration
+        _pack_kernel[(rows,)](*args, **flags, num_warps=_warps(4 * bq))
     return codes, scales
 
 

@@ -67,11 +67,16 @@ def max_hidden() -> int:
     return int(_module().max_hidden)
 
 
+def pack_variants() -> int:
+    """How many launch variants of the pack kernel the build has (0: registers free, 1: capped)."""
+    return int(_module().pack_variants)
+
+
 def pack_cuda(
-    x2: torch.Tensor, sigma: torch.Tensor | None, seed: int, offset: int, fmt: str
+    x2: torch.Tensor, sigma: torch.Tensor | None, seed: int, offset: int, fmt: str, variant: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Codes (rows, H) and scales (rows,) of ``x2`` (rows, H) CUDA; seed and offset as signed int64."""
-    codes, scales = _module().pack(x2, sigma, seed, offset, fmt == "fp8_e4m3")
+    codes, scales = _module().pack(x2, sigma, seed, offset, fmt == "fp8_e4m3", variant)
     return codes, scales
 
 
