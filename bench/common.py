@@ -60,7 +60,17 @@ def versions() -> dict[str, str]:
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         sha = ""
-    out["fedcore"] = sha or "unknown"
+    try:
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        dirty = ""
+    out["fedcore"] = (sha or "unknown") + ("+dirty" if dirty else "")
     return out
 
 
