@@ -9,6 +9,7 @@ on the first such call. ``choices()`` says what was picked and the times that pi
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import secrets
@@ -241,7 +242,7 @@ def _race(x2: torch.Tensor, sigma: torch.Tensor | None, fmt: str) -> tuple[str, 
 
         if x2.shape[1] <= max_hidden():
             for v in range(pack_variants()):
-                runners[f"cuda/v{v}"] = lambda v=v: pack_cuda(x2, sigma, 1, 0, fmt, v)
+                runners[f"cuda/v{v}"] = functools.partial(pack_cuda, x2, sigma, 1, 0, fmt, v)
     times = {}
     for name, run in runners.items():
         run()

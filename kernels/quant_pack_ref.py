@@ -82,7 +82,7 @@ def pack_reference(
     """
     y = x.detach().cpu().reshape(-1, x.shape[-1]).float()
     if noise is not None and sigma:
-        y = y + np.float32(sigma) * noise.cpu().float()
+        y = y + noise.cpu().float() * float(np.float32(sigma))
     inv, scale, bad = _row_scales(y, QMAX[fmt])
     return _codes(y, inv, bad, fmt).reshape(x.shape), scale.reshape(x.shape[:-1])
 
@@ -105,11 +105,12 @@ def pack_cpu(
     codes = torch.empty(rows, hidden, dtype=CODE_DTYPE[fmt])
     scales = torch.empty(rows, dtype=torch.float32)
     gen = _generator(seed, offset) if sigma is not None else None
+    sigma_cpu = sigma.cpu() if sigma is not None else None
     qmax = QMAX[fmt]
     for start in range(0, rows, chunk_rows):
         y = x2[start : start + chunk_rows].to(torch.float32, copy=True)  # never write into x
-        if gen is not None:
-            y.add_(torch.randn(y.shape, generator=gen).mul_(sigma))
+        if gen is not None and sigma_cpu is not None:
+            y.add_(torch.randn(y.shape, generator=gen).mul_(sigma_cpu))
         finite = torch.isfinite(y)
         bad = ~finite.all(dim=-1)
         absmax = torch.where(finite, y.abs(), 0.0).amax(dim=-1) if hidden else y.new_zeros(len(y))

@@ -10,6 +10,8 @@ ignored, mean over the kept tokens).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -89,9 +91,10 @@ def chunked_lm_loss(
     return _ChunkedLMLoss.apply(flat_h, head.weight, head.bias, shifted.reshape(-1), chunk_tokens)
 
 
-def causal_lm_loss(model: nn.Module, input_ids: torch.Tensor, labels: torch.Tensor, *,
+def causal_lm_loss(model: Any, input_ids: torch.Tensor, labels: torch.Tensor, *,
                    attention_mask: torch.Tensor | None = None, chunk_tokens: int = 1024) -> torch.Tensor:  # fmt: skip
-    """``model(input_ids, labels=labels).loss`` for a transformers causal LM, through the decoder
+    """``model(input_ids, labels=labels).loss`` for a transformers causal LM (a PreTrainedModel with
+    ``get_decoder`` and ``get_output_embeddings``), through the decoder
     trunk and ``chunked_lm_loss`` (same value; the logits are never materialised)."""
     trunk = model.get_decoder()
     head = model.get_output_embeddings()
