@@ -50,19 +50,28 @@ class ModelConfig:
 
 @dataclass(kw_only=True)
 class SplitConfig:
-    """Where the model is cut (FL-GLM / FedSEA-LLaMA Blocks_A / Blocks_B / Blocks_C)."""
+    """Where the model is cut (FL-GLM / FedSEA-LLaMA Blocks_A / Blocks_B / Blocks_C) and how the
+    server trains the clients: ``sequential`` (one client's local epoch after another),
+    ``client-batch`` (every step, one body pass on all clients' h_A concatenated) or
+    ``server-hierarchical`` (one body replica per client, trained concurrently). In the two
+    concurrent modes the body replicas and the clients' head/tail LoRA are averaged every
+    ``avg_period`` steps (0: once per round); sequential mode averages once per round."""
 
     blocks_a: int = 1
     blocks_c: int = 1
-    mode: str = "sequential"
+    mode: str = "client-batch"
+    avg_period: int = 0
 
     def __post_init__(self) -> None:
         _check(self.blocks_a >= 0 and self.blocks_c >= 0, "split.blocks_a and split.blocks_c must be >= 0")
         _check(
-            self.mode == "sequential",
-            f"split.mode must be 'sequential' (the in-process runner trains clients one after "
-            f"another; client-batch and server-hierarchical come with the split runtime), got {self.mode!r}",
+            self.mode in SPLIT_MODES,
+            f"split.mode must be one of {SPLIT_MODES}, got {self.mode!r}",
         )
+        _check(self.avg_period >= 0, f"split.avg_period must be >= 0 (0: once per round), got {self.avg_period}")
+
+
+SPLIT_MODES = ("sequential", "client-batch", "server-hierarchical")
 
 
 @dataclass(kw_only=True)

@@ -19,13 +19,13 @@ from typing import Any
 
 from fedcore.accounting import merge_counts
 from fedcore.algorithms.split.inprocess import SplitRunResult
-from fedcore.algorithms.split.roles import SplitClientRole, SplitServerRole, StepReport
+from fedcore.algorithms.split.modes import make_server_role
+from fedcore.algorithms.split.roles import SplitClientRole, StepReport
 from fedcore.algorithms.split.setup import (
     build_client_data,
     build_split,
     client_parts,
     endless_batches,
-    server_parts,
     wire_codecs,
 )
 from fedcore.data import CharTokenizer
@@ -104,15 +104,10 @@ def run_split_processes(
     procs = [_spawn_client(config, k, server.address, *key_args[k]) for k in range(n)]
     try:
         peers = _await_hellos(server, procs)
-        role = SplitServerRole(
-            server,
-            server_parts(config, sm),
-            peers,
-            [len(d.train) for d in data],
-            codecs=wire_codecs(config, -1)[0],
-            on_step=on_step,
+        role = make_server_role(config, server, sm, peers, [len(d.train) for d in data], on_step=on_step)
+        result = role.run(
+            rounds=config.train.rounds, local_steps=config.train.local_steps, avg_period=config.split.avg_period
         )
-        result = role.run(rounds=config.train.rounds, local_steps=config.train.local_steps)
         for p in procs:
             p.wait(timeout=30)
         stats = server.stats()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from fedcore.runtime.config import RunConfig, config_from_dict, config_to_dict, load_config
@@ -34,7 +36,11 @@ def test_round_trip_through_dict():
         ({"train": {"clients": 0}}, "train.clients must be >= 1"),
         ({"train": 5}, r"\[train\] must be a table"),
         ({"model": {"family": "bert"}}, "model.family must be one of"),
-        ({"split": {"mode": "client-batch"}}, "split.mode must be 'sequential'"),
+        ({"split": {"mode": "pipelined"}}, "split.mode must be one of"),
+        ({"split": {"avg_period": -1}}, "split.avg_period must be >= 0"),
+        ({"codecs": {"h_B": "int8+noise"}}, "only h_A carries noise"),
+        ({"codecs": {"h_A": "zstd"}}, "codecs.h_A must be one of"),
+        ({"noise": {"std": 0.0}}, "needs noise.std > 0"),
         ({"split": {"blocks_a": 2, "blocks_c": 2}}, r"blocks_a \+ split.blocks_c must be <= "),
         ({"lora": {"targets": ["q", "qkv"]}}, "lora.targets must be"),
         ({"noise": {"std": -1.0}}, "noise.std must be >= 0"),
@@ -54,3 +60,9 @@ def test_missing_and_invalid_files(tmp_path):
     bad.write_text("[train\n")
     with pytest.raises(ValueError, match="invalid TOML"):
         load_config(bad)
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.toml")))
+def test_every_example_config_loads(path):
+    config = load_config(path)
+    assert config.split.mode in ("sequential", "client-batch", "server-hierarchical")

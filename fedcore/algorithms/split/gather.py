@@ -40,7 +40,9 @@ def gather_states(states: list[SplitState]) -> tuple[SplitState, list[Piece]]:
         hidden.append(torch.cat([s.hidden, s.hidden.new_zeros(batch, pad, size)], dim=1) if pad else s.hidden)
         extra = pos[:, -1:] + torch.arange(1, pad + 1, dtype=pos.dtype) if pad else None
         positions.append(torch.cat([pos, extra], dim=1) if extra is not None else pos)
-        masks.append(torch.cat([mask.bool(), mask.new_zeros(batch, pad, dtype=torch.bool)], dim=1) if pad else mask.bool())
+        masks.append(
+            torch.cat([mask.bool(), mask.new_zeros(batch, pad, dtype=torch.bool)], dim=1) if pad else mask.bool()
+        )
         pieces.append(Piece(row, row + batch, steps))
         row += batch
     return SplitState(torch.cat(hidden), torch.cat(positions), torch.cat(masks)), pieces

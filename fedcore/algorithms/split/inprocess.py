@@ -14,8 +14,9 @@ from fedcore.data import CharTokenizer
 from fedcore.runtime.config import RunConfig
 from fedcore.transport import InProcessHub
 
-from .roles import SplitClientRole, SplitServerRole, StepReport
-from .setup import build_client_data, build_split, client_parts, endless_batches, server_parts, wire_codecs
+from .modes import make_server_role
+from .roles import SplitClientRole, StepReport
+from .setup import build_client_data, build_split, client_parts, endless_batches, wire_codecs
 
 
 @dataclass
@@ -80,16 +81,11 @@ def run_split_inprocess(config: RunConfig, *, on_step: Callable[[StepReport], No
     threads = [threading.Thread(target=guarded, args=(r,), daemon=True) for r in roles]
     for t in threads:
         t.start()
-    server = SplitServerRole(
-        server_link,
-        server_parts(config, sm),
-        names,
-        [len(d.train) for d in data],
-        codecs=wire_codecs(config, -1)[0],
-        on_step=on_step,
-    )
+    server = make_server_role(config, server_link, sm, names, [len(d.train) for d in data], on_step=on_step)
     try:
-        result = server.run(rounds=config.train.rounds, local_steps=config.train.local_steps)
+        result = server.run(
+            rounds=config.train.rounds, local_steps=config.train.local_steps, avg_period=config.split.avg_period
+        )
     finally:
         for t in threads:
             t.join(timeout=30)

@@ -120,10 +120,11 @@ class SplitClientRole:
         loss.backward()
         assert tail_in.hidden.grad is not None
         tokens = int(batch["attention_mask"].sum())
+        loss_tokens = int((batch["labels"][:, 1:] != -100).sum())  # what the mean loss averages over
         self.link.send_to(
             "server",
             {"grad": tail_in.hidden.grad},
-            {"op": "bwd", "loss": float(loss.detach()), "tokens": tokens},
+            {"op": "bwd", "loss": float(loss.detach()), "tokens": tokens, "loss_tokens": loss_tokens},
             tag="dh_B",
             codec=self.codec_grad,
         )
@@ -179,7 +180,9 @@ class SplitServerRole:
         self.codec_down, self.codec_grad = codecs.get("h_B", "raw"), codecs.get("dh_A", "raw")
         self._pending: dict[str, tuple[SplitState, SplitState]] = {}
 
-    def run(self, *, rounds: int, local_steps: int) -> SplitServerResult:
+    def run(self, *, rounds: int, local_steps: int, avg_period: int = 0) -> SplitServerResult:
+        """Sequential mode: each client in turn trains ``local_steps``; head/tail LoRA is averaged
+        after every round (``avg_period`` has no other meaning when clients take turns)."""
         self.average()  # every client starts from the same adapter
         result = SplitServerResult(eval_start=self.evaluate(), eval_end=[])
         step = 0

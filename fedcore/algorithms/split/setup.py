@@ -110,13 +110,19 @@ def _add_lora(config: RunConfig):
     return functools.partial(inject_lora, targets=lc.targets, r=lc.r, alpha=lc.alpha, dropout=lc.dropout)
 
 
+def server_steps(config: RunConfig) -> int:
+    """Optimizer steps one body replica takes in the run: every client's every step in sequential
+    mode, one per gathered step in client-batch mode, its own client's steps when hierarchical."""
+    tc = config.train
+    return tc.rounds * tc.local_steps * (tc.clients if config.split.mode == "sequential" else 1)
+
+
 def server_parts(config: RunConfig, sm: SplitModel) -> ServerParts:
-    """The body with LoRA, its AdamW and LR schedule (steps: every client's every step)."""
+    """The body with LoRA, its AdamW and its own LR schedule over ``server_steps(config)`` steps."""
     torch.manual_seed(config.train.seed + 1)
     _add_lora(config)(sm.body.layers)
     opt = torch.optim.AdamW(lora_parameters(sm.body).values(), lr=config.train.lr, weight_decay=0.0)
-    tc = config.train
-    return ServerParts(sm.body, opt, lr_schedule(opt, tc.rounds * tc.local_steps * tc.clients))
+    return ServerParts(sm.body, opt, lr_schedule(opt, server_steps(config)))
 
 
 def client_parts(config: RunConfig, sm: SplitModel, client: int) -> ClientParts:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from fedcore.algorithms.split import run_split_inprocess
 from fedcore.runtime.config import config_from_dict
 from fedcore.runtime.launch import run_split_processes
@@ -14,8 +16,9 @@ SMALL = {
 }
 
 
-def test_inprocess_and_processes_agree(tmp_path):
-    config = config_from_dict(SMALL)
+@pytest.mark.parametrize("mode", ["sequential", "client-batch", "server-hierarchical"])
+def test_inprocess_and_processes_agree(tmp_path, mode):
+    config = config_from_dict({**SMALL, "split": {"mode": mode, "avg_period": 2 if mode != "sequential" else 0}})
     local = run_split_inprocess(config)
     remote = run_split_processes(config, keys_dir=tmp_path / "keys")
     assert local.eval_start == remote.eval_start  # same seeds, same math: bit-identical losses
@@ -26,3 +29,4 @@ def test_inprocess_and_processes_agree(tmp_path):
         # the socket path counts headers too: within a few hundred bytes per message of in-process
         assert 0 <= remote.wire_bytes[tag] - local.wire_bytes[tag] <= 1024 * len(remote.steps)
     assert remote.extra["transport"] == "zmq+curve"
+    assert sum(local.eval_end) < sum(local.eval_start)

@@ -1,0 +1,88 @@
+"""client-batch mode: every step, one body forward/backward on all clients' h_A at once.
+
+The server sends every client a train order of ``avg_period`` steps; each client runs its head and
+waits. Per step the server gathers the M h_A (padded to one batch, ``gather.py``), runs the body
+once, sends each client its slice of h_B, gathers the M dh_B, weights client i's by its share of
+the loss tokens (so the body gets the gradient of the token-mean loss over the whole gathered
+batch: one centralized step on the concatenated batch), and returns each client the gradient of
+its own loss with respect to its h_A. Head/tail LoRA is averaged every ``avg_period`` steps.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .gather import gather_grads, gather_states, scatter
+from .roles import SplitServerResult, SplitServerRole, StepReport, state_from
+
+
+class ClientBatchServerRole(SplitServerRole):
+    """The server of client-batch mode; evaluation and averaging as in sequential mode."""
+
+    def run(self, *, rounds: int, local_steps: int, avg_period: int = 0) -> SplitServerResult:
+        period = avg_period or local_steps
+        self.average()
+        result = SplitServerResult(eval_start=self.evaluate(), eval_end=[])
+        step = 0
+        for rnd in range(rounds):
+            done = 0
+            while done < local_steps:
+                chunk = min(period, local_steps - done)
+                for peer in self.clients:
+                    self.link.send_to(peer, {}, {"op": "train", "steps": chunk, "round": rnd}, tag="control")
+                for _ in range(chunk):
+                    for k, (loss, tokens) in enumerate(self.batch_step()):
+                        report = StepReport(rnd, k, step, loss, tokens, 0.0)
+                        if self.on_step is not None:
+                            self.on_step(report)
+                    step += 1
+                finished = self._collect("done")
+                for k, peer in enumerate(self.clients):  # the clients' own timings of the same steps
+                    for i, (loss, tokens, seconds) in enumerate(finished[peer].meta["reports"]):
+                        result.reports.append(StepReport(rnd, k, step - chunk + i, loss, tokens, seconds))
+                self.average()
+                done += chunk
+        result.eval_end = self.evaluate()
+        for peer in self.clients:
+            self.link.send_to(peer, {}, {"op": "stop"}, tag="control")
+        return result
+
+    def batch_step(self) -> list[tuple[float, int]]:
+        """One gathered step: returns each client's (loss, tokens) in client order."""
+        fwd = self._collect("fwd")
+        states = [state_from(fwd[p].tensors, needs_grad=True) for p in self.clients]
+        gathered, pieces = gather_states(states)
+        h_b = self.parts.body(gathered)
+        for peer, piece, hidden in zip(self.clients, pieces, scatter(h_b.hidden, pieces), strict=True):
+            rows = slice(piece.start, piece.stop)
+            out = {
+                "hidden": hidden,
+                "position_ids": gathered.position_ids[rows, : piece.steps],
+                "attention_mask": gathered.attention_mask[rows, : piece.steps],
+            }
+            self.link.send_to(peer, out, {"op": "h_B"}, tag="h_B", codec=self.codec_down)
+        bwd = self._collect("bwd")
+        counts = [int(bwd[p].meta.get("loss_tokens", bwd[p].meta["tokens"])) for p in self.clients]
+        total = max(sum(counts), 1)
+        weights = [c / total for c in counts]
+        grads = [bwd[p].tensors["grad"] * w for p, w in zip(self.clients, weights, strict=True)]
+        h_b.hidden.backward(gather_grads(grads, pieces, h_b.hidden))
+        for peer, state, w in zip(self.clients, states, weights, strict=True):
+            grad = state.hidden.grad / w if state.hidden.grad is not None and w > 0 else torch.zeros(0)
+            self.link.send_to(peer, {"grad": grad}, {"op": "dh_A"}, tag="dh_A", codec=self.codec_grad)
+        self.parts.optimizer.step()
+        self.parts.scheduler.step()
+        self.parts.optimizer.zero_grad(set_to_none=True)
+        return [(float(bwd[p].meta["loss"]), int(bwd[p].meta["tokens"])) for p in self.clients]
+
+    def _collect(self, op: str) -> dict[str, Any]:
+        """One ``op`` message from every client (any order); anything else is a protocol error."""
+        got: dict[str, Any] = {}
+        while len(got) < len(self.clients):
+            msg = self.link.recv(self.timeout)
+            if msg.meta.get("op") != op or msg.peer not in self.clients or msg.peer in got:
+                raise RuntimeError(f"expected '{op}' from every client, got '{msg.meta.get('op')}' from {msg.peer}")
+            got[msg.peer] = msg
+        return got

@@ -1,0 +1,146 @@
+"""server-hierarchical mode: one body replica per client, trained concurrently, averaged every period.
+
+Each replica (body + LoRA, its own AdamW and LR schedule; frozen base weights shared, not copied)
+serves one client on its own worker thread, so the replicas' forward and backward passes overlap
+(torch releases the GIL in its kernels; on a GPU each worker runs on its own CUDA stream). Every
+``avg_period`` steps the server waits for all clients, then replaces every replica's LoRA with
+their FedAvg (weighted by training samples), and the clients' head/tail LoRA likewise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import queue
+import threading
+from typing import Any
+
+import torch
+
+from fedcore.aggregate import weighted_average
+from fedcore.lora import load_lora_state, lora_parameters, lora_state
+
+from .roles import SplitServerResult, SplitServerRole, StepReport, state_from, state_tensors
+from .step import ServerParts
+
+
+def replicate(parts: ServerParts, count: int, make_optimizer, make_schedule) -> list[ServerParts]:
+    """``count`` replicas of ``parts``: the first is ``parts``; the others deep-copy the body but
+    share its frozen tensors, and get their own optimizer and schedule from the factories."""
+    replicas = [parts]
+    frozen = {id(p): p for p in parts.body.parameters() if not p.requires_grad}
+    for _ in range(count - 1):
+        body = copy.deepcopy(parts.body, memo=dict(frozen))
+        opt = make_optimizer(lora_parameters(body).values())
+        replicas.append(ServerParts(body, opt, make_schedule(opt)))
+    return replicas
+
+
+class HierarchicalServerRole(SplitServerRole):
+    """The server of server-hierarchical mode; ``parts`` (replica 0) answers evaluation."""
+
+    def __init__(self, link: Any, replicas: list[ServerParts], clients: list[str], weights: list[float], **kw):
+        if len(replicas) != len(clients):
+            raise ValueError(f"one replica per client: {len(replicas)} replicas for {len(clients)} clients")
+        super().__init__(link, replicas[0], clients, weights, **kw)
+        self.replicas = dict(zip(clients, replicas, strict=True))
+
+    def run(self, *, rounds: int, local_steps: int, avg_period: int = 0) -> SplitServerResult:
+        period = avg_period or local_steps
+        self.average()
+        result = SplitServerResult(eval_start=self.evaluate(), eval_end=[])
+        inboxes: dict[str, queue.Queue] = {peer: queue.Queue() for peer in self.clients}
+        errors: list[BaseException] = []
+        workers = [
+            threading.Thread(target=self._worker, args=(peer, inboxes[peer], errors), daemon=True)
+            for peer in self.clients
+        ]
+        for w in workers:
+            w.start()
+        step = 0
+        try:
+            for rnd in range(rounds):
+                done = 0
+                while done < local_steps:
+                    chunk = min(period, local_steps - done)
+                    for peer in self.clients:
+                        self.link.send_to(peer, {}, {"op": "train", "steps": chunk, "round": rnd}, tag="control")
+                    finished = self._route_until_done(inboxes, errors)
+                    for q in inboxes.values():
+                        q.join()  # every replica's last optimizer step is in
+                    for k, peer in enumerate(self.clients):
+                        for i, (loss, tokens, seconds) in enumerate(finished[peer].meta["reports"]):
+                            report = StepReport(rnd, k, step + i, loss, tokens, seconds)
+                            result.reports.append(report)
+                            if self.on_step is not None:
+                                self.on_step(report)
+                    step += chunk
+                    self.average_replicas()
+                    self.average()
+                    done += chunk
+        finally:
+            for q in inboxes.values():
+                q.put(None)
+            for w in workers:
+                w.join(timeout=30)
+        result.eval_end = self.evaluate()
+        for peer in self.clients:
+            self.link.send_to(peer, {}, {"op": "stop"}, tag="control")
+        return result
+
+    def average_replicas(self) -> None:
+        """FedAvg of the replicas' LoRA (weighted by the clients' samples), loaded into every replica."""
+        states = [lora_state(self.replicas[p].body) for p in self.clients]
+        avg = weighted_average(states, self.weights)
+        for parts in self.replicas.values():
+            load_lora_state(parts.body, avg)
+
+    def _route_until_done(self, inboxes: dict[str, queue.Queue], errors: list[BaseException]) -> dict[str, Any]:
+        finished: dict[str, Any] = {}
+        while len(finished) < len(self.clients):
+            if errors:
+                raise RuntimeError("a body replica failed") from errors[0]
+            msg = self.link.recv(self.timeout)
+            op = msg.meta.get("op")
+            if op in ("fwd", "bwd") and msg.peer in inboxes:
+                inboxes[msg.peer].put(msg)
+            elif op == "done" and msg.peer in inboxes and msg.peer not in finished:
+                finished[msg.peer] = msg
+            else:
+                raise RuntimeError(f"unexpected '{op}' from {msg.peer} during a server-hierarchical chunk")
+        return finished
+
+    def _worker(self, peer: str, inbox: queue.Queue, errors: list[BaseException]) -> None:
+        parts = self.replicas[peer]
+        stream = torch.cuda.Stream() if torch.cuda.is_available() else None
+        pending = None
+        while True:
+            msg = inbox.get()
+            if msg is None:
+                inbox.task_done()
+                return
+            try:
+                with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
+                    if msg.meta["op"] == "fwd":
+                        body_in = state_from(msg.tensors, needs_grad=bool(msg.meta.get("head_trains")))
+                        pending = (body_in, parts.body(body_in))
+                        out = state_tensors(pending[1])
+                        if stream is not None:
+                            stream.synchronize()
+                        self.link.send_to(peer, out, {"op": "h_B"}, tag="h_B", codec=self.codec_down)
+                    else:
+                        assert pending is not None, "bwd before fwd"
+                        body_in, h_b = pending
+                        h_b.hidden.backward(msg.tensors["grad"].to(h_b.hidden.device))
+                        grad = body_in.hidden.grad if body_in.hidden.grad is not None else torch.zeros(0)
+                        parts.optimizer.step()
+                        parts.scheduler.step()
+                        parts.optimizer.zero_grad(set_to_none=True)
+                        if stream is not None:
+                            stream.synchronize()
+                        self.link.send_to(peer, {"grad": grad}, {"op": "dh_A"}, tag="dh_A", codec=self.codec_grad)
+                        pending = None
+            except BaseException as exc:  # surfaced by the routing loop
+                errors.append(exc)
+            finally:
+                inbox.task_done()
