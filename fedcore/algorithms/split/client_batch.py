@@ -55,12 +55,14 @@ class ClientBatchServerRole(SplitServerRole):
         states = [state_from(fwd[p].tensors, needs_grad=True) for p in self.clients]
         gathered, pieces = gather_states(states)
         h_b = self.parts.body(gathered)
+        mask = gathered.attention_mask
+        assert mask is not None  # gather_states always builds the padding mask
         for peer, piece, hidden in zip(self.clients, pieces, scatter(h_b.hidden, pieces), strict=True):
             rows = slice(piece.start, piece.stop)
             out = {
                 "hidden": hidden,
                 "position_ids": gathered.position_ids[rows, : piece.steps],
-                "attention_mask": gathered.attention_mask[rows, : piece.steps],
+                "attention_mask": mask[rows, : piece.steps],
             }
             self.link.send_to(peer, out, {"op": "h_B"}, tag="h_B", codec=self.codec_down)
         bwd = self._collect("bwd")
