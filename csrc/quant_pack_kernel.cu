@@ -153,7 +153,9 @@ __global__ void __launch_bounds__(kThreads, MIN_BLOCKS) quant_pack_kernel(QuantP
   }
   amax = block_reduce_max(amax, reduce_max);
   bad = block_reduce_max(bad, reduce_bad);
-  const float inv = amax > 0.0f ? __fdiv_rn(qmax, amax) : 0.0f;
+  // rows with absmax below 1e-35 pack as zeros: qmax / absmax would overflow fp32 (as in Triton)
+  const bool tiny = !(amax >= 1e-35f);
+  const float inv = tiny ? 0.0f : __fdiv_rn(qmax, amax);
   // block_reduce_max's __syncthreads also published the staged row
   for (int64_t c0 = static_cast<int64_t>(threadIdx.x) * 4; c0 < hidden; c0 += static_cast<int64_t>(blockDim.x) * 4) {
     float vals[4];
@@ -189,7 +191,7 @@ __global__ void __launch_bounds__(kThreads, MIN_BLOCKS) quant_pack_kernel(QuantP
       for (int j = 0; j < 4 && c0 + j < hidden; ++j) out[c0 + j] = static_cast<uint8_t>(packed >> (8 * j));
     }
   }
-  if (threadIdx.x == 0) p.scales[row] = bad != 0.0f ? NAN : __fdiv_rn(amax, qmax);
+  if (threadIdx.x == 0) p.scales[row] = bad != 0.0f ? NAN : (tiny ? 0.0f : __fdiv_rn(amax, qmax));
 }
 
 template <typename T, bool FP8>

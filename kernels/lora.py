@@ -179,6 +179,10 @@ def lora_linear(x: torch.Tensor, W: torch.Tensor, A: torch.Tensor, B: torch.Tens
         raise ValueError("W and bias must be frozen (requires_grad=False): lora_linear gives them no gradient")
     if impl == "auto":
         impl = "triton" if (not x.is_cuda and os.environ.get("TRITON_INTERPRET") == "1") else "compose"
+    if impl == "compose" and (x.dtype != W.dtype or torch.is_autocast_enabled(x.device.type)):
+        # mixed dtypes or autocast: plain torch ops, which autocast knows how to cast
+        out = torch.nn.functional.linear(x, W, bias)
+        return out + scale * ((x @ A.t().to(x.dtype)) @ B.t().to(x.dtype)).to(out.dtype)
     if impl == "triton" and not triton_available_for(x):
         raise ValueError("impl='triton' on a CPU tensor needs TRITON_INTERPRET=1; use impl='compose'")
     return LoRALinearFunction.apply(x, W, A, B, scale, bias, impl)

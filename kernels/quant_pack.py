@@ -8,7 +8,8 @@ at or past H are drawn and dropped, so a call consumes ``rows * Q`` counters.
 
 Pack, per row: y = x + sigma * n (fp32); absmax = max |y|; scale = absmax / QMAX (QMAX 127 for
 int8, 448 for fp8 e4m3); codes = round-to-nearest-even(y * (QMAX / absmax)) clamped to
-[-QMAX, QMAX]. A row of zeros gets scale 0 and codes 0. A row holding NaN or +-inf gets scale NaN
+[-QMAX, QMAX]. A row of zeros, or with absmax below TINY = 1e-35 (where QMAX / absmax would
+overflow fp32), gets scale 0 and codes 0. A row holding NaN or +-inf gets scale NaN
 and codes 0, so it unpacks to NaN everywhere: a non-finite value is never made finite.
 
 Tiling: one program per row. Rows of up to ``SINGLE_PASS_MAX`` elements are held in registers
@@ -27,6 +28,7 @@ import triton.language as tl
 SINGLE_PASS_MAX = 16384
 TWO_PASS_BLOCK_Q = 1024  # quarter-block width of the two-pass loop
 QMAX = {"int8": 127.0, "fp8_e4m3": 448.0}
+TINY = 1e-35  # rows with a smaller absmax pack as zeros (the kernels spell the literal out)
 CODE_DTYPE = {"int8": torch.int8, "fp8_e4m3": torch.float8_e4m3fn}
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
@@ -95,9 +97,10 @@ def _mag(y, cols, lim):
 
 @triton.jit
 def _inverse(absmax, QMAX: tl.constexpr):
-    """QMAX / absmax with IEEE rounding (fp32 '/' is div.full on the GPU); 0 for an all-zero row."""
-    safe = tl.maximum(absmax, 1e-30)
-    return tl.where(absmax > 0.0, tl.fdiv(safe * 0.0 + QMAX, safe, ieee_rounding=True), 0.0)
+    """QMAX / absmax with IEEE rounding (fp32 '/' is div.full on the GPU); 0 for a row whose absmax
+    is below TINY (all zeros, or so small that QMAX / absmax would overflow fp32)."""
+    safe = tl.maximum(absmax, 1e-35)
+    return tl.where(absmax >= 1e-35, tl.fdiv(safe * 0.0 + QMAX, safe, ieee_rounding=True), 0.0)
 
 
 @triton.jit
@@ -175,6 +178,7 @@ def _pack_kernel(
             _store_codes(codes_row, 3 * Q + j, lim, _quarter(x_row, 3 * Q + j, lim, n3, sigma, HAS_NOISE), inv, bad,
                          QMAX, FP8, USE_RINT)  # fmt: skip
     scale = tl.fdiv(absmax, absmax * 0.0 + QMAX, ieee_rounding=True)  # IEEE division: '/' is approximate
+    scale = tl.where(absmax >= 1e-35, scale, 0.0)
     tl.store(scales_ptr + row, tl.where(bad != 0, float("nan"), scale))
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .quant_pack import CODE_DTYPE, QMAX, counters_per_row
+from .quant_pack import CODE_DTYPE, QMAX, TINY, counters_per_row
 
 _M32 = np.uint64(0xFFFFFFFF)
 _MUL_A, _MUL_B = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)
@@ -59,8 +59,9 @@ def _row_scales(y: torch.Tensor, qmax: float) -> tuple[torch.Tensor, torch.Tenso
     absmax = torch.where(torch.isfinite(y), y.abs(), 0.0).amax(dim=-1) if y.shape[-1] else y.new_zeros(y.shape[0])
     a = absmax.numpy()
     with np.errstate(divide="ignore"):
-        inv = np.where(a > 0, np.float32(qmax) / np.maximum(a, np.float32(1e-30)), np.float32(0)).astype(np.float32)
-    scale = torch.from_numpy((a / np.float32(qmax)).astype(np.float32))
+        big = a >= np.float32(TINY)
+        inv = np.where(big, np.float32(qmax) / np.maximum(a, np.float32(TINY)), np.float32(0)).astype(np.float32)
+    scale = torch.from_numpy(np.where(big, a / np.float32(qmax), np.float32(0)).astype(np.float32))
     return torch.from_numpy(inv)[:, None], torch.where(bad, torch.nan, scale), bad
 
 
@@ -114,8 +115,9 @@ def pack_cpu(
         finite = torch.isfinite(y)
         bad = ~finite.all(dim=-1)
         absmax = torch.where(finite, y.abs(), 0.0).amax(dim=-1) if hidden else y.new_zeros(len(y))
-        scale = absmax / torch.full_like(absmax, qmax)
-        inv = torch.where(absmax > 0, torch.full_like(absmax, qmax) / absmax.clamp_min(1e-30), 0.0)
+        big = absmax >= TINY
+        scale = torch.where(big, absmax / torch.full_like(absmax, qmax), 0.0)
+        inv = torch.where(big, torch.full_like(absmax, qmax) / absmax.clamp_min(TINY), 0.0)
         q = y.mul_(inv[:, None]).clamp_(-qmax, qmax)
         if fmt == "int8":
             q.round_()

@@ -91,6 +91,9 @@ def build_outgoing(
     total = specs[-1].offset + specs[-1].nbytes if specs else 0
     if total > max_bytes:
         raise ValueError(f"transfer of {total} bytes exceeds max_transfer_bytes={max_bytes}")
+    decoded = sum(checked_size(group) for group in group_parts(specs))  # what the receiver will check
+    if decoded > max_bytes:
+        raise ValueError(f"transfer decodes to {decoded} bytes at the receiver, over max_transfer_bytes={max_bytes}")
     views: list[memoryview] = []
     end = 0
     for spec, t in zip(specs, wires, strict=True):

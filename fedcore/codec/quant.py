@@ -63,7 +63,7 @@ class QuantCodec(Codec):
         (code_dtype, shape), (scale_dtype, scale_shape) = parts
         if code_dtype != _CODE_DTYPE[self.fmt] or scale_dtype != "float32":
             raise ValueError(f"codec {self.name!r}: parts must be {_CODE_DTYPE[self.fmt]} and float32")
-        if len(shape) < 1 or tuple(scale_shape) != tuple(shape[:-1]):
+        if len(shape) < 1 or shape[-1] < 1 or tuple(scale_shape) != tuple(shape[:-1]):
             raise ValueError(f"codec {self.name!r}: scales of shape {scale_shape} do not fit codes of shape {shape}")
         from fedcore.transport.wire import DTYPES
 

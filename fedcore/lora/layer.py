@@ -45,8 +45,8 @@ class LoRALinear(nn.Module):
         self.fused = True  # use the Triton kernel where it runs natively (CUDA); False forces torch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x (..., d_in) -> (..., d_out), same dtype as x. On CUDA (no dropout, nn.Linear base) the
-        fused Triton kernel (fedcore.kernels.lora_linear) runs; elsewhere plain torch."""
+        """x (..., d_in) -> (..., d_out), same dtype as x. On CUDA (frozen nn.Linear base, no dropout)
+        fedcore.kernels.lora_linear runs (impl "auto": cuBLAS composition); elsewhere plain torch."""
         frozen = not any(p.requires_grad for p in self.base.parameters())  # train_blocks(mode="full") unfreezes
         if (
             self.fused

@@ -78,8 +78,10 @@ def chunked_lm_loss(
 
     hidden (B, T, H) in the model dtype (after the final norm); labels (B, T) int64 as given to a
     transformers causal LM (shifted here; -100 ignored). Returns a 0-d fp32 loss whose backward
-    reaches hidden and, if they train, the head's weight and bias. Peak extra memory: one fp32
-    (chunk_tokens, V) block.
+    reaches hidden and, if they train, the head's weight and bias. If every label is ignored the
+    loss is 0 (transformers returns NaN). Extra memory: an fp32 (chunk_tokens, V) block and its
+    model-dtype copy; with a trainable head also an fp32 (V, H) gradient and an fp32 transpose of
+    the block.
     """
     if hidden.dim() != 3 or labels.shape != hidden.shape[:2]:
         raise ValueError(f"need hidden (B, T, H) and labels (B, T); got {tuple(hidden.shape)}, {tuple(labels.shape)}")

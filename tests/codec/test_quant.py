@@ -73,3 +73,11 @@ def test_in_process_link_sends_h_plus_4_bytes_per_token_and_counts_them():
     assert client.meter_out.snapshot()["h_A"] == msg.nbytes
     with pytest.raises(ValueError, match="reserves"):
         client.send({"h#1": x}, codec="int8")
+
+
+def test_zero_width_codes_are_refused_before_decoding():
+    codec = get_codec("int8")
+    with pytest.raises(ValueError, match="do not fit"):
+        codec.check([("int8", (5, 0)), ("float32", (5,))], "float32")
+    with pytest.raises(ValueError, match="do not fit"):
+        codec.check([("int8", (0,)), ("float32", ())], "float32")

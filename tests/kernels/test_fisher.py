@@ -20,7 +20,9 @@ def _sqgrad(x, g, mask=None, *, impl, **kw):
         mask = mask.cuda() if mask is not None else None
         if "out" in kw:
             out = kw.pop("out")
-            res = persample_sqgrad(x, g, mask, impl=impl, out=out.cuda().clone(), **kw)
+            cuda_out = out.cuda().clone()
+            res = persample_sqgrad(x, g, mask, impl=impl, out=cuda_out, **kw)
+            assert res is cuda_out  # the GPU kernel updates its out= in place
             out.copy_(res.cpu())
             return out
         return persample_sqgrad(x, g, mask, impl=impl, **kw).cpu()

@@ -255,3 +255,18 @@ def test_strided_and_non_contiguous_inputs():
         packed = quant_pack(x, impl="torch")
         codes, _ = pack_reference(x)
         assert torch.equal(packed.codes, codes)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_tiny_rows_pack_as_zeros_and_a_nan_row_spares_the_others_relative_noise(impl):
+    x = _x((4, 33), torch.float32, seed=12)
+    x[1] = x[1] * 1e-36  # absmax below TINY: 127 / absmax would overflow fp32
+    x[2, 3] = float("nan")
+    packed = quant_pack(x, impl=impl)
+    assert packed.scales[1].item() == 0 and (packed.codes[1] == 0).all()
+    ref_codes, _ = pack_reference(x)
+    assert torch.equal(packed.codes.cpu(), ref_codes)
+    noisy = quant_pack(x, noise_std=0.1, relative=True, seed=3, impl=impl)
+    assert torch.isfinite(noisy.sigma).all()  # mean |x| over finite elements only
+    scales = noisy.scales.cpu()
+    assert torch.isnan(scales[2]) and torch.isfinite(scales[[0, 1, 3]]).all()

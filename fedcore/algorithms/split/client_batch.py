@@ -66,13 +66,18 @@ class ClientBatchServerRole(SplitServerRole):
             }
             self.link.send_to(peer, out, {"op": "h_B"}, tag="h_B", codec=self.codec_down)
         bwd = self._collect("bwd")
-        counts = [int(bwd[p].meta.get("loss_tokens", bwd[p].meta["tokens"])) for p in self.clients]
+        counts = [_loss_tokens(bwd[p].meta, p) for p in self.clients]
         total = max(sum(counts), 1)
         weights = [c / total for c in counts]
-        grads = [bwd[p].tensors["grad"] * w for p, w in zip(self.clients, weights, strict=True)]
+        # a client without loss tokens (its loss is NaN) contributes zeros, not NaN * 0
+        grads = [
+            bwd[p].tensors["grad"] * w if w > 0 else torch.zeros_like(bwd[p].tensors["grad"])
+            for p, w in zip(self.clients, weights, strict=True)
+        ]
         h_b.hidden.backward(gather_grads(grads, pieces, h_b.hidden))
         for peer, state, w in zip(self.clients, states, weights, strict=True):
-            grad = state.hidden.grad / w if state.hidden.grad is not None and w > 0 else torch.zeros(0)
+            grad = state.hidden.grad
+            grad = grad / w if grad is not None and w > 0 else torch.zeros_like(state.hidden)
             self.link.send_to(peer, {"grad": grad}, {"op": "dh_A"}, tag="dh_A", codec=self.codec_grad)
         self.parts.optimizer.step()
         self.parts.scheduler.step()
@@ -88,3 +93,11 @@ class ClientBatchServerRole(SplitServerRole):
                 raise RuntimeError(f"expected '{op}' from every client, got '{msg.meta.get('op')}' from {msg.peer}")
             got[msg.peer] = msg
         return got
+
+
+def _loss_tokens(meta: dict[str, Any], peer: str) -> int:
+    """The loss-token count a client reported, checked (it weights that client's gradient)."""
+    value = meta.get("loss_tokens", meta.get("tokens"))
+    if type(value) is not int or value < 0:
+        raise RuntimeError(f"client {peer} reported loss_tokens={value!r}; expected an int >= 0")
+    return value

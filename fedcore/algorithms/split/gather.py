@@ -36,9 +36,14 @@ def gather_states(states: list[SplitState]) -> tuple[SplitState, list[Piece]]:
             raise ValueError("client-batch gathers training states only (no KV cache in the mask)")
         pad = width - steps
         pos = s.position_ids.expand(batch, steps)
-        mask = s.attention_mask if s.attention_mask is not None else torch.ones(batch, steps, dtype=torch.bool)
+        device = s.hidden.device
+        mask = (
+            s.attention_mask
+            if s.attention_mask is not None
+            else torch.ones(batch, steps, dtype=torch.bool, device=device)
+        )
         hidden.append(torch.cat([s.hidden, s.hidden.new_zeros(batch, pad, size)], dim=1) if pad else s.hidden)
-        extra = pos[:, -1:] + torch.arange(1, pad + 1, dtype=pos.dtype) if pad else None
+        extra = pos[:, -1:] + torch.arange(1, pad + 1, dtype=pos.dtype, device=pos.device) if pad else None
         positions.append(torch.cat([pos, extra], dim=1) if extra is not None else pos)
         masks.append(
             torch.cat([mask.bool(), mask.new_zeros(batch, pad, dtype=torch.bool)], dim=1) if pad else mask.bool()

@@ -13,12 +13,14 @@ import contextlib
 import copy
 import queue
 import threading
+import time
 from typing import Any
 
 import torch
 
 from fedcore.aggregate import weighted_average
 from fedcore.lora import load_lora_state, lora_parameters, lora_state
+from fedcore.transport import PeerTimeout
 
 from .roles import SplitServerResult, SplitServerRole, StepReport, state_from, state_tensors
 from .step import ServerParts
@@ -97,10 +99,17 @@ class HierarchicalServerRole(SplitServerRole):
 
     def _route_until_done(self, inboxes: dict[str, queue.Queue], errors: list[BaseException]) -> dict[str, Any]:
         finished: dict[str, Any] = {}
+        deadline = time.monotonic() + self.timeout
         while len(finished) < len(self.clients):
-            if errors:
+            if errors:  # checked every poll: a failed replica surfaces at once, not after the timeout
                 raise RuntimeError("a body replica failed") from errors[0]
-            msg = self.link.recv(self.timeout)
+            try:
+                msg = self.link.recv(min(1.0, max(0.0, deadline - time.monotonic())))
+            except PeerTimeout:
+                if time.monotonic() >= deadline:
+                    raise
+                continue
+            deadline = time.monotonic() + self.timeout
             op = msg.meta.get("op")
             if op in ("fwd", "bwd") and msg.peer in inboxes:
                 inboxes[msg.peer].put(msg)
@@ -120,6 +129,8 @@ class HierarchicalServerRole(SplitServerRole):
                 inbox.task_done()
                 return
             try:
+                if stream is not None:  # weights averaged on the default stream must be in first
+                    stream.wait_stream(torch.cuda.default_stream(stream.device))
                 with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
                     if msg.meta["op"] == "fwd":
                         body_in = state_from(msg.tensors, needs_grad=bool(msg.meta.get("head_trains")))
