@@ -5,7 +5,7 @@ model's own layers; ``SplitState`` is what crosses between them (``to_wire`` / `
 """
 
 from .family import DecoderLayout, find_layout
-from .generate import GenerationTrace, generation_positions, split_generate
+from .generate import GenerationTrace, generate_through, generation_positions, split_generate
 from .loss import causal_lm_loss, chunked_lm_loss
 from .parts import SplitBody, SplitHead, SplitModel, SplitTail, blocks, group_blocks, split_model
 from .state import SplitState
@@ -22,6 +22,7 @@ __all__ = [
     "causal_lm_loss",
     "chunked_lm_loss",
     "find_layout",
+    "generate_through",
     "generation_positions",
     "group_blocks",
     "split_generate",

@@ -179,6 +179,7 @@ class SplitServerRole:
         codecs = codecs or {}
         self.codec_down, self.codec_grad = codecs.get("h_B", "raw"), codecs.get("dh_A", "raw")
         self._pending: dict[str, tuple[SplitState, SplitState]] = {}
+        self._gen_caches: dict[str, Any] = {}
 
     def run(self, *, rounds: int, local_steps: int, avg_period: int = 0) -> SplitServerResult:
         """Sequential mode: each client in turn trains ``local_steps``; head/tail LoRA is averaged
@@ -198,6 +199,15 @@ class SplitServerRole:
         for peer in self.clients:
             self.link.send_to(peer, {}, {"op": "stop"}, tag="control")
         return result
+
+    def serve_inference(self, peers: list[str] | None = None) -> None:
+        """Answer split-inference requests (``gen_fwd``) until each of ``peers`` (default: every
+        client) sends ``gen_done``; the body's KV cache per client is dropped then."""
+        waiting = set(peers if peers is not None else self.clients)
+        while waiting:
+            msg = self._serve_until(None, "gen_done")
+            waiting.discard(msg.peer)
+            self._gen_caches.pop(msg.peer, None)
 
     def evaluate(self) -> list[float]:
         losses = []
@@ -255,6 +265,12 @@ class SplitServerRole:
                         )
                     )
                 served += 1
+            elif got == "gen_fwd":  # split inference: the body's KV cache for this client lives here
+                if msg.meta.get("first") or msg.peer not in self._gen_caches:
+                    self._gen_caches[msg.peer] = self.parts.body.new_cache()
+                with torch.no_grad():
+                    h_b = self.parts.body(state_from(msg.tensors, needs_grad=False), cache=self._gen_caches[msg.peer])
+                self.link.send_to(msg.peer, state_tensors(h_b), {"op": "gen_h_B"}, tag="gen_h_B", codec=self.codec_down)
             elif got == "eval_fwd":
                 with torch.no_grad():
                     h_b = self.parts.body(state_from(msg.tensors, needs_grad=False))
@@ -263,3 +279,14 @@ class SplitServerRole:
                 )
             else:
                 raise RuntimeError(f"unexpected '{got}' from {msg.peer} while waiting for '{op}'")
+
+
+def remote_body(link: Any, *, timeout: float = 300.0, codec: str | Codec = "raw") -> Any:
+    """A ``body_step`` for ``fedcore.model.generate_through`` that asks the server over ``link``:
+    sends h_A (only the new tokens once the caches hold the prompt), returns h_B."""
+
+    def body_step(state: SplitState, first: bool) -> SplitState:
+        link.send_to("server", state_tensors(state), {"op": "gen_fwd", "first": first}, tag="gen_h_A", codec=codec)
+        return state_from(_expect(link, "gen_h_B", timeout).tensors, needs_grad=False)
+
+    return body_step
