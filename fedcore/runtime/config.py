@@ -158,10 +158,12 @@ class TransportConfig:
     curve: bool = True
     mbps: float = 0.0  # link bandwidth per direction in MB/s; 0 = unshaped
     latency_ms: float = 0.0
+    lease_s: float = 30.0  # a client silent this long (process died, network gone) is dropped from the run
 
     def __post_init__(self) -> None:
         _check(self.kind in ("zmq", "inprocess"), f"transport.kind must be 'zmq' or 'inprocess', got {self.kind!r}")
         _check(self.mbps >= 0 and self.latency_ms >= 0, "transport.mbps and transport.latency_ms must be >= 0")
+        _check(self.lease_s > 0, f"transport.lease_s must be > 0, got {self.lease_s}")
 
 
 CODEC_NAMES = ("raw", "fp16", "bf16", "int8", "int8+noise", "fp8")

@@ -33,12 +33,10 @@ from fedcore.transport import Client, EndpointOptions, LinkShape, PeerTimeout, S
 
 from .config import RunConfig, config_from_dict, config_to_dict
 
-LEASE_S = 30.0  # a client process that dies is reported within this
-
 
 def _options(config: RunConfig) -> EndpointOptions:
     t = config.transport
-    return EndpointOptions(lease_s=LEASE_S, link=LinkShape(mbps=t.mbps or None, latency_ms=t.latency_ms))
+    return EndpointOptions(lease_s=t.lease_s, link=LinkShape(mbps=t.mbps or None, latency_ms=t.latency_ms))
 
 
 def client_main(
@@ -76,9 +74,16 @@ def client_main(
 
 
 def run_split_processes(
-    config: RunConfig, *, on_step: Callable[[StepReport], None] | None = None, keys_dir: Path | None = None
+    config: RunConfig,
+    *,
+    on_step: Callable[[StepReport], None] | None = None,
+    keys_dir: Path | None = None,
+    on_spawn: Callable[[list[subprocess.Popen]], None] | None = None,
 ) -> SplitRunResult:
-    """Run ``config`` with the server here and ``train.clients`` client processes."""
+    """Run ``config`` with the server here and ``train.clients`` client processes.
+
+    ``on_spawn`` gets the client processes once started (e.g. to kill one and watch the run go
+    on: a client silent for ``transport.lease_s`` is dropped; ``extra["dropped"]`` says who and why)."""
     t0 = time.perf_counter()
     tokenizer = CharTokenizer()
     data = build_client_data(config, tokenizer)
@@ -102,6 +107,8 @@ def run_split_processes(
         server = Server("tcp://127.0.0.1:0", plaintext=True, options=_options(config))
         key_args = [(None, None) for _ in range(n)]
     procs = [_spawn_client(config, k, server.address, *key_args[k]) for k in range(n)]
+    if on_spawn is not None:
+        on_spawn(procs)
     try:
         peers = _await_hellos(server, procs)
         role = make_server_role(config, server, sm, peers, [len(d.train) for d in data], on_step=on_step)
@@ -111,6 +118,7 @@ def run_split_processes(
         for p in procs:
             p.wait(timeout=30)
         stats = server.stats()
+        dropped = {peers.index(p): why for p, why in role.dropped.items()}
     finally:
         for p in procs:
             if p.poll() is None:
@@ -127,7 +135,11 @@ def run_split_processes(
         wire_messages=merge_counts(stats["received_messages"], stats["sent_messages"]),
         wall_seconds=time.perf_counter() - t0,
         client_sizes=[len(d.train) for d in data],
-        extra={"skills": [d.skills for d in data], "transport": "zmq+curve" if config.transport.curve else "zmq"},
+        extra={
+            "skills": [d.skills for d in data],
+            "transport": "zmq+curve" if config.transport.curve else "zmq",
+            "dropped": dropped,
+        },
     )
 
 

@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from fedcore.transport import PeerTimeout, TransportError
+
 from .gather import gather_grads, gather_states, scatter
 from .roles import SplitServerResult, SplitServerRole, StepReport, state_from
 
@@ -30,69 +32,94 @@ class ClientBatchServerRole(SplitServerRole):
             done = 0
             while done < local_steps:
                 chunk = min(period, local_steps - done)
-                for peer in self.clients:
-                    self.link.send_to(peer, {}, {"op": "train", "steps": chunk, "round": rnd}, tag="control")
+                for peer in list(self.active):
+                    try:
+                        self.link.send_to(peer, {}, {"op": "train", "steps": chunk, "round": rnd}, tag="control")
+                    except TransportError as exc:
+                        if not self.drop_if_gone(exc, peer):
+                            raise
                 for _ in range(chunk):
-                    for k, (loss, tokens) in enumerate(self.batch_step()):
-                        report = StepReport(rnd, k, step, loss, tokens, 0.0)
+                    for peer, (loss, tokens) in self.batch_step().items():
                         if self.on_step is not None:
-                            self.on_step(report)
+                            self.on_step(StepReport(rnd, self.clients.index(peer), step, loss, tokens, 0.0))
                     step += 1
                 finished = self._collect("done")
-                for k, peer in enumerate(self.clients):  # the clients' own timings of the same steps
-                    for i, (loss, tokens, seconds) in enumerate(finished[peer].meta["reports"]):
+                for peer in [p for p in self.clients if p in finished]:  # client order, not arrival order
+                    msg = finished[peer]
+                    for i, (loss, tokens, seconds) in enumerate(msg.meta["reports"]):
+                        k = self.clients.index(peer)
                         result.reports.append(StepReport(rnd, k, step - chunk + i, loss, tokens, seconds))
                 self.average()
                 done += chunk
         result.eval_end = self.evaluate()
-        for peer in self.clients:
-            self.link.send_to(peer, {}, {"op": "stop"}, tag="control")
+        self.stop()
         return result
 
-    def batch_step(self) -> list[tuple[float, int]]:
-        """One gathered step: returns each client's (loss, tokens) in client order."""
+    def batch_step(self) -> dict[str, tuple[float, int]]:
+        """One gathered step over the clients still in the run: returns each one's (loss, tokens).
+
+        A client lost before its h_A arrives is left out of the step; one lost after it has its
+        rows carried through the body with zero gradient (it gets no dh_A)."""
         fwd = self._collect("fwd")
-        states = [state_from(fwd[p].tensors, needs_grad=True) for p in self.clients]
+        peers = [p for p in self.clients if p in fwd]
+        states = [state_from(fwd[p].tensors, needs_grad=True) for p in peers]
         gathered, pieces = gather_states(states)
         h_b = self.parts.body(gathered)
         mask = gathered.attention_mask
         assert mask is not None  # gather_states always builds the padding mask
-        for peer, piece, hidden in zip(self.clients, pieces, scatter(h_b.hidden, pieces), strict=True):
+        for peer, piece, hidden in zip(peers, pieces, scatter(h_b.hidden, pieces), strict=True):
             rows = slice(piece.start, piece.stop)
             out = {
                 "hidden": hidden,
                 "position_ids": gathered.position_ids[rows, : piece.steps],
                 "attention_mask": mask[rows, : piece.steps],
             }
-            self.link.send_to(peer, out, {"op": "h_B"}, tag="h_B", codec=self.codec_down)
+            self._send(peer, out, {"op": "h_B"}, tag="h_B", codec=self.codec_down)
         bwd = self._collect("bwd")
-        counts = [_loss_tokens(bwd[p].meta, p) for p in self.clients]
+        counts = [_loss_tokens(bwd[p].meta, p) if p in bwd else 0 for p in peers]
         total = max(sum(counts), 1)
         weights = [c / total for c in counts]
-        # a client without loss tokens (its loss is NaN) contributes zeros, not NaN * 0
+        # a client without loss tokens (its loss is NaN) or lost meanwhile contributes zeros
         grads = [
-            bwd[p].tensors["grad"] * w if w > 0 else torch.zeros_like(bwd[p].tensors["grad"])
-            for p, w in zip(self.clients, weights, strict=True)
+            bwd[p].tensors["grad"] * w if w > 0 else torch.zeros_like(s.hidden)
+            for p, s, w in zip(peers, states, weights, strict=True)
         ]
         h_b.hidden.backward(gather_grads(grads, pieces, h_b.hidden))
-        for peer, state, w in zip(self.clients, states, weights, strict=True):
+        for peer, state, w in zip(peers, states, weights, strict=True):
+            if peer not in bwd:
+                continue
             grad = state.hidden.grad
             grad = grad / w if grad is not None and w > 0 else torch.zeros_like(state.hidden)
-            self.link.send_to(peer, {"grad": grad}, {"op": "dh_A"}, tag="dh_A", codec=self.codec_grad)
+            self._send(peer, {"grad": grad}, {"op": "dh_A"}, tag="dh_A", codec=self.codec_grad)
         self.parts.optimizer.step()
         self.parts.scheduler.step()
         self.parts.optimizer.zero_grad(set_to_none=True)
-        return [(float(bwd[p].meta["loss"]), int(bwd[p].meta["tokens"])) for p in self.clients]
+        return {p: (float(bwd[p].meta["loss"]), int(bwd[p].meta["tokens"])) for p in peers if p in bwd}
+
+    def _send(self, peer: str, tensors: dict, meta: dict, **kw: Any) -> None:
+        try:
+            self.link.send_to(peer, tensors, meta, **kw)
+        except TransportError as exc:
+            if not self.drop_if_gone(exc, peer):
+                raise
 
     def _collect(self, op: str) -> dict[str, Any]:
-        """One ``op`` message from every client (any order); anything else is a protocol error."""
+        """One ``op`` message from every client still in the run (any order); a client whose
+        lease runs out meanwhile is dropped; anything else is a protocol error."""
         got: dict[str, Any] = {}
-        while len(got) < len(self.clients):
-            msg = self.link.recv(self.timeout)
-            if msg.meta.get("op") != op or msg.peer not in self.clients or msg.peer in got:
+        while any(p not in got for p in self.active):
+            try:
+                msg = self.link.recv(self.timeout)
+            except PeerTimeout as exc:
+                if not self.drop_if_gone(exc):
+                    raise
+                continue
+            if msg.peer not in self.active:
+                continue  # a late message from a dropped client
+            if msg.meta.get("op") != op or msg.peer in got:
                 raise RuntimeError(f"expected '{op}' from every client, got '{msg.meta.get('op')}' from {msg.peer}")
             got[msg.peer] = msg
-        return got
+        return {p: m for p, m in got.items() if p in self.active}
 
 
 def _loss_tokens(meta: dict[str, Any], peer: str) -> int:

@@ -20,7 +20,7 @@ import torch
 
 from fedcore.aggregate import weighted_average
 from fedcore.lora import load_lora_state, lora_parameters, lora_state
-from fedcore.transport import PeerTimeout
+from fedcore.transport import PeerTimeout, TransportError
 
 from .roles import SplitServerResult, SplitServerRole, StepReport, state_from, state_tensors
 from .step import ServerParts
@@ -65,13 +65,18 @@ class HierarchicalServerRole(SplitServerRole):
                 done = 0
                 while done < local_steps:
                     chunk = min(period, local_steps - done)
-                    for peer in self.clients:
-                        self.link.send_to(peer, {}, {"op": "train", "steps": chunk, "round": rnd}, tag="control")
+                    for peer in list(self.active):
+                        try:
+                            self.link.send_to(peer, {}, {"op": "train", "steps": chunk, "round": rnd}, tag="control")
+                        except TransportError as exc:
+                            if not self.drop_if_gone(exc, peer):
+                                raise
                     finished = self._route_until_done(inboxes, errors)
                     for q in inboxes.values():
                         q.join()  # every replica's last optimizer step is in
-                    for k, peer in enumerate(self.clients):
-                        for i, (loss, tokens, seconds) in enumerate(finished[peer].meta["reports"]):
+                    for peer in [p for p in self.clients if p in finished]:  # client order, not arrival
+                        msg, k = finished[peer], self.clients.index(peer)
+                        for i, (loss, tokens, seconds) in enumerate(msg.meta["reports"]):
                             report = StepReport(rnd, k, step + i, loss, tokens, seconds)
                             result.reports.append(report)
                             if self.on_step is not None:
@@ -86,29 +91,33 @@ class HierarchicalServerRole(SplitServerRole):
             for w in workers:
                 w.join(timeout=30)
         result.eval_end = self.evaluate()
-        for peer in self.clients:
-            self.link.send_to(peer, {}, {"op": "stop"}, tag="control")
+        self.stop()
         return result
 
     def average_replicas(self) -> None:
         """FedAvg of the replicas' LoRA (weighted by the clients' samples), loaded into every replica."""
-        states = [lora_state(self.replicas[p].body) for p in self.clients]
-        avg = weighted_average(states, self.weights)
+        peers = [p for p in self.clients if p in self.active]  # a dropped client's replica is left out
+        states = [lora_state(self.replicas[p].body) for p in peers]
+        avg = weighted_average(states, [self.weights[self.clients.index(p)] for p in peers])
         for parts in self.replicas.values():
             load_lora_state(parts.body, avg)
 
     def _route_until_done(self, inboxes: dict[str, queue.Queue], errors: list[BaseException]) -> dict[str, Any]:
         finished: dict[str, Any] = {}
         deadline = time.monotonic() + self.timeout
-        while len(finished) < len(self.clients):
+        while any(p not in finished for p in self.active):
             if errors:  # checked every poll: a failed replica surfaces at once, not after the timeout
                 raise RuntimeError("a body replica failed") from errors[0]
             try:
                 msg = self.link.recv(min(1.0, max(0.0, deadline - time.monotonic())))
-            except PeerTimeout:
+            except PeerTimeout as exc:
+                if self.drop_if_gone(exc):
+                    continue
                 if time.monotonic() >= deadline:
                     raise
                 continue
+            if msg.peer not in self.active:
+                continue  # a late message from a dropped client
             deadline = time.monotonic() + self.timeout
             op = msg.meta.get("op")
             if op in ("fwd", "bwd") and msg.peer in inboxes:
@@ -117,7 +126,7 @@ class HierarchicalServerRole(SplitServerRole):
                 finished[msg.peer] = msg
             else:
                 raise RuntimeError(f"unexpected '{op}' from {msg.peer} during a server-hierarchical chunk")
-        return finished
+        return {p: m for p, m in finished.items() if p in self.active}
 
     def _worker(self, peer: str, inbox: queue.Queue, errors: list[BaseException]) -> None:
         parts = self.replicas[peer]

@@ -10,6 +10,7 @@ eval_h_A, eval_h_B, lora_up, lora_down, control.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -21,9 +22,12 @@ from fedcore.aggregate import weighted_average
 from fedcore.codec import Codec
 from fedcore.lora import load_lora_state, lora_state
 from fedcore.model import SplitState
+from fedcore.transport import PeerTimeout, TransportError
 
 from .noise import add_gaussian_noise
 from .step import ClientParts, ServerParts
+
+log = logging.getLogger("fedcore.split")
 
 STATE_KEYS = ("hidden", "position_ids", "attention_mask")
 
@@ -180,6 +184,8 @@ class SplitServerRole:
         self.codec_down, self.codec_grad = codecs.get("h_B", "raw"), codecs.get("dh_A", "raw")
         self._pending: dict[str, tuple[SplitState, SplitState]] = {}
         self._gen_caches: dict[str, Any] = {}
+        self.active = list(clients)  # clients still in the run; one whose lease runs out is dropped
+        self.dropped: dict[str, str] = {}  # peer -> why
 
     def run(self, *, rounds: int, local_steps: int, avg_period: int = 0) -> SplitServerResult:
         """Sequential mode: each client in turn trains ``local_steps``; head/tail LoRA is averaged
@@ -189,16 +195,42 @@ class SplitServerRole:
         step = 0
         for rnd in range(rounds):
             for k, peer in enumerate(self.clients):  # sequential: one client's turn at a time
-                self.link.send_to(peer, {}, {"op": "train", "steps": local_steps, "round": rnd}, tag="control")
-                done = self._serve_until(peer, "done", rnd=rnd, client=k, first_step=step)
+                if peer not in self.active:
+                    continue
+                try:
+                    self.link.send_to(peer, {}, {"op": "train", "steps": local_steps, "round": rnd}, tag="control")
+                    done = self._serve_until(peer, "done", rnd=rnd, client=k, first_step=step)
+                except (PeerTimeout, TransportError) as exc:
+                    if not self.drop_if_gone(exc, peer):
+                        raise
+                    continue
                 for loss, tokens, seconds in done.meta["reports"]:
                     result.reports.append(StepReport(rnd, k, step, loss, tokens, seconds))
                     step += 1
             self.average()
         result.eval_end = self.evaluate()
-        for peer in self.clients:
-            self.link.send_to(peer, {}, {"op": "stop"}, tag="control")
+        self.stop()
         return result
+
+    def stop(self) -> None:
+        """Tell every client still in the run to stop."""
+        for peer in self.active:
+            self.link.send_to(peer, {}, {"op": "stop"}, tag="control")
+
+    def drop_if_gone(self, exc: Exception, peer: str | None = None) -> bool:
+        """Drop the client ``exc`` reports lost (its lease ran out, or sending to it failed):
+        it leaves the current step, round and every later average; the others go on. Returns
+        False when ``exc`` is not about a client still in the run (the caller re-raises)."""
+        who = getattr(exc, "peer", None) or peer
+        if who not in self.active or (isinstance(exc, PeerTimeout) and getattr(exc, "peer", None) is None):
+            return False
+        self.active.remove(who)
+        self.dropped[who] = str(exc)
+        self._pending.pop(who, None)
+        log.warning("split: client %s dropped (%s); %d clients go on", who, exc, len(self.active))
+        if not self.active:
+            raise RuntimeError("every client has dropped out") from exc
+        return True
 
     def serve_inference(self, peers: list[str] | None = None) -> None:
         """Answer split-inference requests (``gen_fwd``) until each of ``peers`` (default: every
@@ -212,24 +244,47 @@ class SplitServerRole:
     def evaluate(self) -> list[float]:
         losses = []
         for peer in self.clients:
-            self.link.send_to(peer, {}, {"op": "eval"}, tag="control")
-            losses.append(float(self._serve_until(peer, "eval_result").meta["loss"]))
+            if peer not in self.active:
+                losses.append(float("nan"))
+                continue
+            try:
+                self.link.send_to(peer, {}, {"op": "eval"}, tag="control")
+                losses.append(float(self._serve_until(peer, "eval_result").meta["loss"]))
+            except (PeerTimeout, TransportError) as exc:
+                if not self.drop_if_gone(exc, peer):
+                    raise
+                losses.append(float("nan"))
         return losses
 
     def average(self) -> None:
         """FedAvg of the clients' head/tail LoRA, weighted by their training samples."""
-        states = {}
-        for peer in self.clients:
+        states: dict[str, dict[str, torch.Tensor]] = {}
+        for peer in list(self.active):
             self.link.send_to(peer, {}, {"op": "upload"}, tag="control")
-        for _ in self.clients:
-            msg = self._serve_until(None, "lora")
-            states[msg.peer] = {k: v.clone() for k, v in msg.tensors.items()}
-            msg.release()
-        avg = weighted_average([states[p] for p in self.clients], self.weights)
-        for peer in self.clients:
+        while len(states) < len(self.active):
+            msg = self._serve_until_or_drop("lora")
+            if msg is not None and msg.peer in self.active:
+                states[msg.peer] = {k: v.clone() for k, v in msg.tensors.items()}
+                msg.release()
+        peers = [p for p in self.clients if p in states and p in self.active]
+        weights = [self.weights[self.clients.index(p)] for p in peers]
+        avg = weighted_average([states[p] for p in peers], weights)
+        for peer in peers:
             self.link.send_to(peer, avg, {"op": "load"}, tag="lora_down")
-        for _ in self.clients:
-            self._serve_until(None, "loaded")
+        loaded: set[str] = set()
+        while len(loaded & set(self.active)) < len(self.active):
+            msg = self._serve_until_or_drop("loaded")
+            if msg is not None:
+                loaded.add(msg.peer)
+
+    def _serve_until_or_drop(self, op: str) -> Any:
+        """``_serve_until(None, op)``, dropping a client whose lease runs out meanwhile (returns None then)."""
+        try:
+            return self._serve_until(None, op)
+        except (PeerTimeout, TransportError) as exc:
+            if not self.drop_if_gone(exc):
+                raise
+            return None
 
     def _serve_until(self, peer: str | None, op: str, **ctx: Any) -> Any:
         """Answer body requests until ``op`` arrives (from ``peer``, or anyone when None)."""
