@@ -55,12 +55,14 @@ class SplitConfig:
     ``client-batch`` (every step, one body pass on all clients' h_A concatenated) or
     ``server-hierarchical`` (one body replica per client, trained concurrently). In the two
     concurrent modes the body replicas and the clients' head/tail LoRA are averaged every
-    ``avg_period`` steps (0: once per round); sequential mode averages once per round."""
+    ``avg_period`` steps (0: once per round); sequential mode averages once per round.
+    ``micro_batches`` > 1 pipelines each client step (GPipe within one optimizer step)."""
 
     blocks_a: int = 1
     blocks_c: int = 1
     mode: str = "client-batch"
     avg_period: int = 0
+    micro_batches: int = 1  # > 1: each client step is pipelined in this many micro-batches
 
     def __post_init__(self) -> None:
         _check(self.blocks_a >= 0 and self.blocks_c >= 0, "split.blocks_a and split.blocks_c must be >= 0")
@@ -69,6 +71,11 @@ class SplitConfig:
             f"split.mode must be one of {SPLIT_MODES}, got {self.mode!r}",
         )
         _check(self.avg_period >= 0, f"split.avg_period must be >= 0 (0: once per round), got {self.avg_period}")
+        _check(self.micro_batches >= 1, f"split.micro_batches must be >= 1, got {self.micro_batches}")
+        _check(
+            self.micro_batches == 1 or self.mode != "client-batch",
+            "split.micro_batches > 1 pipelines one client's step: use mode 'sequential' or 'server-hierarchical'",
+        )
 
 
 SPLIT_MODES = ("sequential", "client-batch", "server-hierarchical")

@@ -68,6 +68,7 @@ def client_main(
             noise_std=noise_std,
             noise_relative=config.noise.relative,
             codecs=codecs,
+            micro_batches=config.split.micro_batches,
         ).run()
     finally:
         link.close()

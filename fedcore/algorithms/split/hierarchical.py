@@ -131,7 +131,7 @@ class HierarchicalServerRole(SplitServerRole):
     def _worker(self, peer: str, inbox: queue.Queue, errors: list[BaseException]) -> None:
         parts = self.replicas[peer]
         stream = torch.cuda.Stream() if torch.cuda.is_available() else None
-        pending = None
+        pending: dict[int, tuple] = {}  # micro-batch -> (body input, body output)
         while True:
             msg = inbox.get()
             if msg is None:
@@ -143,23 +143,23 @@ class HierarchicalServerRole(SplitServerRole):
                 with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
                     if msg.meta["op"] == "fwd":
                         body_in = state_from(msg.tensors, needs_grad=bool(msg.meta.get("head_trains")))
-                        pending = (body_in, parts.body(body_in))
-                        out = state_tensors(pending[1])
+                        h_b = parts.body(body_in)
+                        pending[msg.meta.get("mb", 0)] = (body_in, h_b)
+                        out = state_tensors(h_b)
                         if stream is not None:
                             stream.synchronize()
                         self.link.send_to(peer, out, {"op": "h_B"}, tag="h_B", codec=self.codec_down)
                     else:
-                        assert pending is not None, "bwd before fwd"
-                        body_in, h_b = pending
+                        body_in, h_b = pending.pop(msg.meta.get("mb", 0))
                         h_b.hidden.backward(msg.tensors["grad"].to(h_b.hidden.device))
                         grad = body_in.hidden.grad if body_in.hidden.grad is not None else torch.zeros(0)
-                        parts.optimizer.step()
-                        parts.scheduler.step()
-                        parts.optimizer.zero_grad(set_to_none=True)
+                        if msg.meta.get("last", True):  # the step closes with its last micro-batch
+                            parts.optimizer.step()
+                            parts.scheduler.step()
+                            parts.optimizer.zero_grad(set_to_none=True)
                         if stream is not None:
                             stream.synchronize()
                         self.link.send_to(peer, {"grad": grad}, {"op": "dh_A"}, tag="dh_A", codec=self.codec_grad)
-                        pending = None
             except BaseException as exc:  # surfaced by the routing loop
                 errors.append(exc)
             finally:

@@ -68,6 +68,7 @@ def run_split_inprocess(config: RunConfig, *, on_step: Callable[[StepReport], No
                 noise_std=noise_std,
                 noise_relative=config.noise.relative,
                 codecs=codecs,
+                micro_batches=config.split.micro_batches,
             )
         )
     errors: list[BaseException] = []

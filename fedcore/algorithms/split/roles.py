@@ -74,9 +74,11 @@ class SplitClientRole:
         noise_std: float,
         noise_relative: bool,
         codecs: Mapping[str, str | Codec] | None = None,
+        micro_batches: int = 1,
         timeout: float = 300.0,
     ):
         self.link, self.parts, self.batches, self.eval_batches = link, parts, batches, eval_batches
+        self.micro_batches = micro_batches
         self.noise_std, self.noise_relative, self.timeout = noise_std, noise_relative, timeout
         codecs = codecs or {}
         self.codec_up, self.codec_grad = codecs.get("h_A", "raw"), codecs.get("dh_B", "raw")
@@ -109,6 +111,8 @@ class SplitClientRole:
                 raise RuntimeError(f"unknown request {op!r} from the server")
 
     def _train_step(self, meta: dict[str, Any]) -> list:
+        if self.micro_batches > 1:
+            return self._pipelined_step()
         t0 = time.perf_counter()
         batch = next(self.batches)
         parts = self.parts
@@ -139,6 +143,49 @@ class SplitClientRole:
         parts.scheduler.step()
         parts.optimizer.zero_grad(set_to_none=True)
         return [float(loss.detach()), tokens, time.perf_counter() - t0]
+
+    def _pipelined_step(self) -> list:
+        """One optimizer step over ``micro_batches`` micro-batches, GPipe-style: every h_A goes out
+        first, so the server runs the body on micro-batch i while this client computes the head of
+        i+1 and the tail of i-1; gradients accumulate, each micro-batch's loss weighted by its share
+        of the loss tokens, so the step equals the unpipelined one."""
+        t0 = time.perf_counter()
+        batch = next(self.batches)
+        parts = self.parts
+        count = min(self.micro_batches, batch["input_ids"].shape[0])
+        chunks = {k: v.chunk(count) for k, v in batch.items()}
+        micro = [{k: chunks[k][i] for k in batch} for i in range(len(chunks["input_ids"]))]
+        count = len(micro)  # chunk may give fewer pieces than asked
+        counts = [int((mb["labels"][:, 1:] != -100).sum()) for mb in micro]
+        total = max(sum(counts), 1)
+        heads = []
+        for i, mb in enumerate(micro):
+            h_a = parts.head(mb["input_ids"], mb["attention_mask"])
+            up = state_tensors(h_a)
+            up["hidden"] = add_gaussian_noise(
+                up["hidden"], self.noise_std, relative=self.noise_relative, generator=parts.noise_generator
+            )
+            meta = {"op": "fwd", "head_trains": h_a.hidden.requires_grad, "mb": i}
+            self.link.send_to("server", up, meta, tag="h_A", codec=self.codec_up)
+            heads.append(h_a)
+        loss_sum, tokens = 0.0, int(batch["attention_mask"].sum())
+        for i, mb in enumerate(micro):
+            tail_in = state_from(_expect(self.link, "h_B", self.timeout).tensors, needs_grad=True)
+            loss = parts.tail(tail_in, labels=mb["labels"]).loss * (counts[i] / total)
+            loss.backward()
+            loss_sum += float(loss.detach())
+            assert tail_in.hidden.grad is not None
+            last = i == count - 1
+            meta = {"op": "bwd", "mb": i, "last": last, "loss": loss_sum, "tokens": tokens, "loss_tokens": total}
+            self.link.send_to("server", {"grad": tail_in.hidden.grad}, meta, tag="dh_B", codec=self.codec_grad)
+        for h_a in heads:
+            down = _expect(self.link, "dh_A", self.timeout)
+            if h_a.hidden.requires_grad:
+                h_a.hidden.backward(down.tensors["grad"])
+        parts.optimizer.step()
+        parts.scheduler.step()
+        parts.optimizer.zero_grad(set_to_none=True)
+        return [loss_sum, tokens, time.perf_counter() - t0]
 
     @torch.no_grad()
     def _eval(self) -> float:
@@ -182,7 +229,7 @@ class SplitServerRole:
         self.timeout, self.on_step = timeout, on_step
         codecs = codecs or {}
         self.codec_down, self.codec_grad = codecs.get("h_B", "raw"), codecs.get("dh_A", "raw")
-        self._pending: dict[str, tuple[SplitState, SplitState]] = {}
+        self._pending: dict[tuple[str, int], tuple[SplitState, SplitState]] = {}  # (peer, micro-batch)
         self._gen_caches: dict[str, Any] = {}
         self.active = list(clients)  # clients still in the run; one whose lease runs out is dropped
         self.dropped: dict[str, str] = {}  # peer -> why
@@ -226,7 +273,8 @@ class SplitServerRole:
             return False
         self.active.remove(who)
         self.dropped[who] = str(exc)
-        self._pending.pop(who, None)
+        for key in [k for k in self._pending if k[0] == who]:
+            self._pending.pop(key)
         log.warning("split: client %s dropped (%s); %d clients go on", who, exc, len(self.active))
         if not self.active:
             raise RuntimeError("every client has dropped out") from exc
@@ -297,13 +345,15 @@ class SplitServerRole:
             if got == "fwd":
                 body_in = state_from(msg.tensors, needs_grad=bool(msg.meta.get("head_trains")))
                 h_b = self.parts.body(body_in)
-                self._pending[msg.peer] = (body_in, h_b)
+                self._pending[(msg.peer, msg.meta.get("mb", 0))] = (body_in, h_b)
                 self.link.send_to(msg.peer, state_tensors(h_b), {"op": "h_B"}, tag="h_B", codec=self.codec_down)
             elif got == "bwd":
-                body_in, h_b = self._pending.pop(msg.peer)
-                h_b.hidden.backward(msg.tensors["grad"])
+                body_in, h_b = self._pending.pop((msg.peer, msg.meta.get("mb", 0)))
+                h_b.hidden.backward(msg.tensors["grad"])  # accumulates over a step's micro-batches
                 grad = body_in.hidden.grad if body_in.hidden.grad is not None else torch.zeros(0)
                 self.link.send_to(msg.peer, {"grad": grad}, {"op": "dh_A"}, tag="dh_A", codec=self.codec_grad)
+                if not msg.meta.get("last", True):
+                    continue  # the optimizer steps after the last micro-batch
                 opt, sched = self.parts.optimizer, self.parts.scheduler
                 opt.step()
                 sched.step()
