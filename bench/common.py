@@ -50,28 +50,20 @@ def versions() -> dict[str, str]:
             out[name] = __import__(name).__version__
         except ImportError:
             out[name] = "absent"
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            cwd=Path(__file__).parent,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        sha = ""
-    try:
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            cwd=Path(__file__).parent,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        dirty = ""
+    sha = _git("rev-parse", "--short", "HEAD")
+    dirty = _git("status", "--porcelain", "--untracked-files=no")
     out["fedcore"] = (sha or "unknown") + ("+dirty" if dirty else "")
     return out
+
+
+def _git(*args: str) -> str:
+    """stdout of ``git args`` in this checkout, or "" where git or the repository is missing."""
+    try:
+        return subprocess.run(
+            ["git", *args], capture_output=True, text=True, cwd=Path(__file__).parent, timeout=10
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
 
 
 def median_ms(fn: Callable[[], object], *, warmup: int = 3, repeats: int = 15) -> float:

@@ -32,12 +32,7 @@ class ClientBatchServerRole(SplitServerRole):
             done = 0
             while done < local_steps:
                 chunk = min(period, local_steps - done)
-                for peer in list(self.active):
-                    try:
-                        self.link.send_to(peer, {}, {"op": "train", "steps": chunk, "round": rnd}, tag="control")
-                    except TransportError as exc:
-                        if not self.drop_if_gone(exc, peer):
-                            raise
+                self.order_train(chunk, rnd)
                 for _ in range(chunk):
                     for peer, (loss, tokens) in self.batch_step().items():
                         if self.on_step is not None:

@@ -20,7 +20,7 @@ import torch
 
 from fedcore.aggregate import weighted_average
 from fedcore.lora import load_lora_state, lora_parameters, lora_state
-from fedcore.transport import PeerTimeout, TransportError
+from fedcore.transport import PeerTimeout
 
 from .roles import SplitServerResult, SplitServerRole, StepReport, state_from, state_tensors
 from .step import ServerParts
@@ -65,12 +65,7 @@ class HierarchicalServerRole(SplitServerRole):
                 done = 0
                 while done < local_steps:
                     chunk = min(period, local_steps - done)
-                    for peer in list(self.active):
-                        try:
-                            self.link.send_to(peer, {}, {"op": "train", "steps": chunk, "round": rnd}, tag="control")
-                        except TransportError as exc:
-                            if not self.drop_if_gone(exc, peer):
-                                raise
+                    self.order_train(chunk, rnd)
                     finished = self._route_until_done(inboxes, errors)
                     for q in inboxes.values():
                         q.join()  # every replica's last optimizer step is in

@@ -259,6 +259,15 @@ class SplitServerRole:
         self.stop()
         return result
 
+    def order_train(self, steps: int, rnd: int) -> None:
+        """Send every client still in the run a train order of ``steps`` steps (a lost one is dropped)."""
+        for peer in list(self.active):
+            try:
+                self.link.send_to(peer, {}, {"op": "train", "steps": steps, "round": rnd}, tag="control")
+            except TransportError as exc:
+                if not self.drop_if_gone(exc, peer):
+                    raise
+
     def stop(self) -> None:
         """Tell every client still in the run to stop."""
         for peer in self.active:
