@@ -1,0 +1,21 @@
+"""FibecFed (EMNLP 2024): Fisher-information curriculum, global-aggregation-layer selection and
+neuron-wise sparse LoRA updates. This package holds the method's formulas as pure functions
+(``curriculum``, ``layers``, ``neurons``); the federated rounds build on them.
+"""
+
+from .curriculum import PACE_FUNCTIONS, batches_in_round, order_by_difficulty, pace
+from .layers import aggregate_layer_scores, layer_output_sensitivity, select_global_layers
+from .neurons import NeuronMask, neuron_scores, top_neurons
+
+__all__ = [
+    "PACE_FUNCTIONS",
+    "NeuronMask",
+    "aggregate_layer_scores",
+    "batches_in_round",
+    "layer_output_sensitivity",
+    "neuron_scores",
+    "order_by_difficulty",
+    "pace",
+    "select_global_layers",
+    "top_neurons",
+]
