@@ -19,7 +19,7 @@ def test_killed_client_is_dropped_and_the_run_goes_on(tmp_path, mode):
             "split": {"mode": mode},
             "train": {"clients": 3, "rounds": 2, "local_steps": 3, "batch_size": 8},
             "data": {"train_per_client": 48, "eval_per_client": 8},
-            "transport": {"lease_s": 5.0},
+            "transport": {"lease_s": 8.0},
         }
     )
     procs: list = []

@@ -1,13 +1,18 @@
 """FibecFed (EMNLP 2024): Fisher-information curriculum, global-aggregation-layer selection and
 neuron-wise sparse LoRA updates. This package holds the method's formulas as pure functions
-(``curriculum``, ``layers``, ``neurons``); the federated rounds build on them.
+(``curriculum``, ``layers``, ``neurons``) and an in-process simulation of N clients with the FedIT
+baseline and the ablations (``simulate``); rounds over the real transport are to come.
 """
 
 from .curriculum import PACE_FUNCTIONS, batches_in_round, order_by_difficulty, pace
 from .layers import aggregate_layer_scores, layer_output_sensitivity, select_global_layers
 from .neurons import NeuronMask, neuron_scores, top_neurons
+from .simulate import FibecFedConfig, FibecFedResult, run_fibecfed
 
 __all__ = [
+    "FibecFedConfig",
+    "FibecFedResult",
+    "run_fibecfed",
     "PACE_FUNCTIONS",
     "NeuronMask",
     "aggregate_layer_scores",

@@ -269,9 +269,15 @@ class SplitServerRole:
                     raise
 
     def stop(self) -> None:
-        """Tell every client still in the run to stop."""
+        """Tell every client still in the run to stop, and, best effort, those dropped (one
+        dropped for silence may still be alive and waiting)."""
         for peer in self.active:
             self.link.send_to(peer, {}, {"op": "stop"}, tag="control")
+        for peer in self.dropped:
+            try:
+                self.link.send_to(peer, {}, {"op": "stop"}, tag="control")
+            except TransportError:
+                pass
 
     def drop_if_gone(self, exc: Exception, peer: str | None = None) -> bool:
         """Drop the client ``exc`` reports lost (its lease ran out, or sending to it failed):
@@ -348,6 +354,9 @@ class SplitServerRole:
         served = 0
         while True:
             msg = self.link.recv(self.timeout)
+            if msg.peer in self.dropped:  # a late message from a client already dropped: ignored
+                msg.release()
+                continue
             got = msg.meta.get("op")
             if got == op and (peer is None or msg.peer == peer):
                 return msg
