@@ -6,9 +6,9 @@ Box-Muller rounded to fp32): the GPU's fast log/sin/cos differ from it by ~1e-6.
 per-row divisions done in numpy float32 (IEEE-rounded, as the kernels' ``div.rn``; torch's
 scalar division may multiply by a reciprocal instead).
 
-``pack_cpu`` is what ``quant_pack`` runs on a CPU without the Triton interpreter: the same
-arithmetic in row chunks that stay in cache. Its noise comes from torch's CPU generator seeded by
-(seed, offset): reproducible for a fixed pair, but not the GPU's Philox numbers.
+``pack_cpu`` is what ``quant_pack`` runs on a CPU without the Triton interpreter: the reference's
+own row arithmetic (``_row_scales``, ``_codes``) in row chunks that stay in cache. Its noise comes
+from torch's CPU generator seeded by (seed, offset): reproducible for a fixed pair, but not the GPU's Philox numbers.
 """
 
 from __future__ import annotations
@@ -55,9 +55,9 @@ def philox_normals(rows: int, hidden: int, seed: int, offset: int) -> torch.Tens
 
 def _row_scales(y: torch.Tensor, qmax: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(inverse (rows, 1), scale (rows,), non-finite row mask (rows,)) of fp32 rows ``y``."""
-    bad = ~torch.isfinite(y).all(dim=-1)
-    absmax = torch.where(torch.isfinite(y), y.abs(), 0.0).amax(dim=-1) if y.shape[-1] else y.new_zeros(y.shape[0])
-    a = absmax.numpy()
+    raw = y.abs().amax(dim=-1) if y.shape[-1] else y.new_zeros(y.shape[0])  # amax propagates NaN and inf
+    bad = ~torch.isfinite(raw)  # a row with a non-finite value: its absmax does not matter
+    a = torch.where(bad, 0.0, raw).numpy()
     with np.errstate(divide="ignore"):
         big = a >= np.float32(TINY)
         inv = np.where(big, np.float32(qmax) / np.maximum(a, np.float32(TINY)), np.float32(0)).astype(np.float32)
@@ -65,9 +65,10 @@ def _row_scales(y: torch.Tensor, qmax: float) -> tuple[torch.Tensor, torch.Tenso
     return torch.from_numpy(inv)[:, None], torch.where(bad, torch.nan, scale), bad
 
 
-def _codes(y: torch.Tensor, inv: torch.Tensor, bad: torch.Tensor, fmt: str) -> torch.Tensor:
+def _codes(y: torch.Tensor, inv: torch.Tensor, bad: torch.Tensor, fmt: str, *, inplace: bool = False) -> torch.Tensor:
+    """Codes of fp32 rows ``y`` (overwritten when ``inplace``: only for a private copy)."""
     qmax = QMAX[fmt]
-    q = (y * inv).clamp_(-qmax, qmax)
+    q = (y.mul_(inv) if inplace else y * inv).clamp_(-qmax, qmax)
     if fmt == "int8":
         q = q.round_()  # round half to even, as the kernels
     q[bad] = 0.0
@@ -107,21 +108,11 @@ def pack_cpu(
     scales = torch.empty(rows, dtype=torch.float32)
     gen = _generator(seed, offset) if sigma is not None else None
     sigma_cpu = sigma.cpu() if sigma is not None else None
-    qmax = QMAX[fmt]
-    for start in range(0, rows, chunk_rows):
+    for start in range(0, rows, chunk_rows):  # the reference's arithmetic, a cache-sized chunk at a time
         y = x2[start : start + chunk_rows].to(torch.float32, copy=True)  # never write into x
         if gen is not None and sigma_cpu is not None:
             y.add_(torch.randn(y.shape, generator=gen).mul_(sigma_cpu))
-        finite = torch.isfinite(y)
-        bad = ~finite.all(dim=-1)
-        absmax = torch.where(finite, y.abs(), 0.0).amax(dim=-1) if hidden else y.new_zeros(len(y))
-        big = absmax >= TINY
-        scale = torch.where(big, absmax / torch.full_like(absmax, qmax), 0.0)
-        inv = torch.where(big, torch.full_like(absmax, qmax) / absmax.clamp_min(TINY), 0.0)
-        q = y.mul_(inv[:, None]).clamp_(-qmax, qmax)
-        if fmt == "int8":
-            q.round_()
-        q[bad] = 0.0
-        codes[start : start + chunk_rows] = q
-        scales[start : start + chunk_rows] = torch.where(bad, torch.nan, scale)
+        inv, scale, bad = _row_scales(y, QMAX[fmt])
+        codes[start : start + chunk_rows] = _codes(y, inv, bad, fmt, inplace=True)
+        scales[start : start + chunk_rows] = scale
     return codes, scales
