@@ -31,12 +31,42 @@ from fedcore.algorithms.split.setup import (
 from fedcore.data import CharTokenizer
 from fedcore.transport import Client, EndpointOptions, LinkShape, PeerTimeout, Server, load_keypair, save_keypair
 
-from .config import RunConfig, config_from_dict, config_to_dict
+from .config import RunConfig, TransportConfig, config_from_dict, config_to_dict
 
 
-def _options(config: RunConfig) -> EndpointOptions:
-    t = config.transport
+def transport_options(t: TransportConfig) -> EndpointOptions:
+    """Endpoint options of a run: its lease and its link shape (the same in both directions)."""
     return EndpointOptions(lease_s=t.lease_s, link=LinkShape(mbps=t.mbps or None, latency_ms=t.latency_ms))
+
+
+def open_server(t: TransportConfig, clients: int, keys_dir: Path) -> tuple[Server, list[tuple[str | None, str | None]]]:
+    """A loopback server for ``clients`` client processes and, per client, the (secret key file,
+    server public key file) to hand it: CURVE keys generated for the run in ``keys_dir`` (the
+    server admits exactly those clients), or (None, None) each on a plaintext link."""
+    if not t.curve:
+        return Server("tcp://127.0.0.1:0", plaintext=True, options=transport_options(t)), [(None, None)] * clients
+    server_pub, server_secret = save_keypair(keys_dir, "server")
+    client_files = [save_keypair(keys_dir, f"client-{k}") for k in range(clients)]
+    server = Server(
+        "tcp://127.0.0.1:0",
+        keys=load_keypair(server_secret),
+        allow=[load_keypair(pub).public for pub, _ in client_files],
+        options=transport_options(t),
+    )
+    return server, [(str(secret), str(server_pub)) for _, secret in client_files]
+
+
+def connect_client(t: TransportConfig, address: str, key_file: str | None, server_key_file: str | None) -> Client:
+    """A client process's link to the server (CURVE when it was given key files)."""
+    if key_file is None:
+        return Client(address, plaintext=True, options=transport_options(t))
+    assert server_key_file is not None
+    return Client(
+        address,
+        keys=load_keypair(key_file),
+        server_key=load_keypair(server_key_file).public,
+        options=transport_options(t),
+    )
 
 
 def client_main(
@@ -47,16 +77,7 @@ def client_main(
     tokenizer = CharTokenizer()
     data = build_client_data(config, tokenizer)[index]
     parts = client_parts(config, build_split(config, tokenizer), index)
-    if key_file is None:
-        link = Client(address, plaintext=True, options=_options(config))
-    else:
-        assert server_key_file is not None
-        link = Client(
-            address,
-            keys=load_keypair(key_file),
-            server_key=load_keypair(server_key_file).public,
-            options=_options(config),
-        )
+    link = connect_client(config.transport, address, key_file, server_key_file)
     try:
         link.send({}, {"op": "hello", "client": index}, tag="control")
         codecs, noise_std = wire_codecs(config, index)
@@ -94,24 +115,12 @@ def run_split_processes(
     if keys_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="fedcore-keys-")
         keys_dir = Path(tmp.name)
-    if config.transport.curve:
-        server_pub, server_secret = save_keypair(keys_dir, "server")
-        client_files = [save_keypair(keys_dir, f"client-{k}") for k in range(n)]
-        server = Server(
-            "tcp://127.0.0.1:0",
-            keys=load_keypair(server_secret),
-            allow=[load_keypair(pub).public for pub, _ in client_files],
-            options=_options(config),
-        )
-        key_args: list[tuple[str | None, str | None]] = [(str(secret), str(server_pub)) for _, secret in client_files]
-    else:
-        server = Server("tcp://127.0.0.1:0", plaintext=True, options=_options(config))
-        key_args = [(None, None) for _ in range(n)]
-    procs = [_spawn_client(config, k, server.address, *key_args[k]) for k in range(n)]
+    server, key_args = open_server(config.transport, n, keys_dir)
+    procs = [spawn_client(config_to_dict(config), k, server.address, *key_args[k]) for k in range(n)]
     if on_spawn is not None:
         on_spawn(procs)
     try:
-        peers = _await_hellos(server, procs)
+        peers = await_hellos(server, procs)
         role = make_server_role(config, server, sm, peers, [len(d.train) for d in data], on_step=on_step)
         result = role.run(
             rounds=config.train.rounds, local_steps=config.train.local_steps, avg_period=config.split.avg_period
@@ -144,13 +153,21 @@ def run_split_processes(
     )
 
 
-def _spawn_client(
-    config: RunConfig, index: int, address: str, key_file: str | None, server_key_file: str | None
+def spawn_client(
+    config: dict[str, Any],
+    index: int,
+    address: str,
+    key_file: str | None,
+    server_key_file: str | None,
+    *,
+    entry: str = "split",
 ) -> subprocess.Popen:
-    """A fresh interpreter (no forked torch or zmq state) running ``client_main``; the config
-    goes through stdin. PYTHONSAFEPATH keeps a checkout's kernels/ off the child's sys.path."""
+    """A fresh interpreter (no forked torch or zmq state) running the ``entry`` job's client
+    (``split``: ``client_main``; ``bcd``: ``launch_bcd.client_main``); the config goes through
+    stdin. PYTHONSAFEPATH keeps a checkout's kernels/ off the child's sys.path."""
     args = {
-        "config": config_to_dict(config),
+        "entry": entry,
+        "config": config,
         "index": index,
         "address": address,
         "key_file": key_file,
@@ -168,7 +185,7 @@ def _spawn_client(
     return proc
 
 
-def _await_hellos(server: Server, procs: list, timeout: float = 180.0) -> list[str]:
+def await_hellos(server: Server, procs: list, timeout: float = 180.0) -> list[str]:
     """Peer ids of the client processes, in client order, once each said hello."""
     peers: dict[int, str] = {}
     deadline = time.monotonic() + timeout
@@ -188,6 +205,11 @@ def _await_hellos(server: Server, procs: list, timeout: float = 180.0) -> list[s
     return [peers[k] for k in range(len(procs))]
 
 
-if __name__ == "__main__":  # a client process started by _spawn_client
+if __name__ == "__main__":  # a client process started by spawn_client
     _args = json.loads(sys.stdin.read())
-    client_main(_args["config"], _args["index"], _args["address"], _args["key_file"], _args["server_key_file"])
+    if _args.get("entry", "split") == "bcd":
+        from .launch_bcd import client_main as bcd_client_main
+
+        bcd_client_main(_args["config"], _args["index"], _args["address"], _args["key_file"], _args["server_key_file"])
+    else:
+        client_main(_args["config"], _args["index"], _args["address"], _args["key_file"], _args["server_key_file"])

@@ -11,25 +11,16 @@ import copy
 import functools
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import torch
 
 from fedcore.codec import Codec, noisy_int8
-from fedcore.data import (
-    CharTokenizer,
-    batches,
-    collate,
-    dirichlet_partition,
-    encode_example,
-    iid_partition,
-    make_instruction_task,
-)
+from fedcore.data import CharTokenizer
 from fedcore.lora import inject_lora, lora_parameters
 from fedcore.model import SplitModel, split_model
-from fedcore.model.tiny import tiny_causal_lm
 from fedcore.runtime.config import RunConfig
 
+from ..builders import ClientData, base_model, client_datasets, shuffled_epochs  # noqa: F401 - ClientData re-exported
 from .step import ClientParts, ServerParts
 
 WARMUP_STEPS = 10  # linear warm-up, then cosine decay to 10% of lr, per optimizer
@@ -47,61 +38,19 @@ def lr_schedule(opt: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-@dataclass
-class ClientData:
-    train: list[tuple[list[int], list[int]]]
-    eval_batches: list[dict[str, torch.Tensor]]
-    skills: dict[str, int]
-
-
 def build_client_data(config: RunConfig, tokenizer: CharTokenizer) -> list[ClientData]:
     """Generate the task, partition it over clients (IID or Dirichlet over skills), encode it."""
-    dc, n = config.data, config.train.clients
-    pool = make_instruction_task(n * (dc.train_per_client + dc.eval_per_client), seed=dc.seed, skills=dc.skills)
-    if dc.partition == "iid":
-        parts = iid_partition(len(pool), n, seed=dc.seed)
-    else:
-        parts = dirichlet_partition(
-            [ex.skill for ex in pool], n, alpha=dc.dirichlet_alpha, seed=dc.seed, min_per_client=8
-        )
-    clients = []
-    for idx in parts:
-        examples = [pool[i] for i in idx]
-        n_eval = max(1, min(dc.eval_per_client, len(examples) // 4))
-        encoded = [encode_example(tokenizer, ex, max_len=dc.max_len) for ex in examples]
-        eval_enc, train_enc = encoded[:n_eval], encoded[n_eval:]
-        bs = config.train.batch_size
-        eval_batches = [collate(eval_enc[i : i + bs], pad_id=tokenizer.pad_id) for i in range(0, len(eval_enc), bs)]
-        skills: dict[str, int] = {}
-        for ex in examples[n_eval:]:
-            skills[ex.skill] = skills.get(ex.skill, 0) + 1
-        clients.append(ClientData(train=train_enc, eval_batches=eval_batches, skills=skills))
-    return clients
+    return client_datasets(config.data, config.train.clients, config.train.batch_size, tokenizer)
 
 
 def endless_batches(data: ClientData, config: RunConfig, client: int, pad_id: int) -> Iterator[dict]:
     """Shuffled batches of one client's training data, epoch after epoch."""
-    epoch, seed = 0, config.train.seed + 7919 * client
-    while True:
-        yield from batches(data.train, config.train.batch_size, seed=seed + epoch, pad_id=pad_id, shuffle=True)
-        epoch += 1
+    return shuffled_epochs(data, config.train.batch_size, config.train.seed + 7919 * client, pad_id)
 
 
 def build_split(config: RunConfig, tokenizer: CharTokenizer) -> SplitModel:
     """The frozen base model, split; identical in every process for the same config."""
-    mc = config.model
-    model = tiny_causal_lm(
-        mc.family,
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=mc.hidden_size,
-        num_layers=mc.num_layers,
-        num_heads=mc.num_heads,
-        num_kv_heads=mc.num_kv_heads,
-        seed=mc.seed,
-        initializer_range=mc.init_std,
-    )
-    for p in model.parameters():
-        p.requires_grad_(False)
+    model = base_model(config.model, tokenizer.vocab_size)
     return split_model(model, config.split.blocks_a, config.split.blocks_c)
 
 

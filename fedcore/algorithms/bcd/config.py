@@ -1,0 +1,107 @@
+"""Configuration of a federated block-coordinate-descent run (FedBCD, FedCyBGD, ParaBlock)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from fedcore.runtime.config import DataConfig, ModelConfig, TransportConfig, _build
+
+METHODS = ("fedbcd", "fedcybgd", "parablock")
+SCHEDULES = ("random", "sequential", "reverse", "gradient")
+PRUNING = ("magnitude", "structured")
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+@dataclass(kw_only=True)
+class CompressionConfig:
+    """FedCyBGD download compression. ``drop_ratio``: the fraction of the blocks not yet updated
+    in this round that are left out (indicator I = 0; the client keeps its own copy of them);
+    ``prune``: how the change of a block already updated in this round is pruned before it is sent
+    (``magnitude``: keep the largest ``1 - prune_ratio`` of its entries, sent as index + value;
+    ``structured``: keep the rows with the largest L2 norm). The responsible block goes whole."""
+
+    enabled: bool = False
+    drop_ratio: float = 0.5
+    prune: str = "magnitude"
+    prune_ratio: float = 0.75
+
+    def __post_init__(self) -> None:
+        _check(0.0 <= self.drop_ratio <= 1.0, f"compression.drop_ratio must be in [0, 1], got {self.drop_ratio}")
+        _check(0.0 <= self.prune_ratio < 1.0, f"compression.prune_ratio must be in [0, 1), got {self.prune_ratio}")
+        _check(self.prune in PRUNING, f"compression.prune must be one of {PRUNING}, got {self.prune!r}")
+
+
+@dataclass(kw_only=True)
+class BCDConfig:
+    """One run. Blocks are ``fedcore.model.group_blocks(model, layers_per_block)``; each round the
+    chosen block is trained for ``local_steps`` AdamW steps (``mode``: ``full`` parameters or
+    ``lora`` factors inside the block). The aggregate is the mean of the clients' deltas (weighted
+    by their sample counts when ``weight_by_samples``) and is applied with global lr ``eta``.
+    ``participation``: the fraction of clients sampled per round. ``staleness``: ParaBlock's k
+    (the aggregate of round t is applied at round t + k). ``round_timeout_s``: a client whose
+    upload has not arrived by then is left out of that round's aggregate. ``transport.kind``:
+    ``inprocess`` (threads, one process) or ``zmq`` (client processes, CURVE, shaped links)."""
+
+    method: str = "parablock"
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(hidden_size=64, num_layers=10))
+    data: DataConfig = field(
+        default_factory=lambda: DataConfig(train_per_client=96, eval_per_client=16, dirichlet_alpha=0.1)
+    )
+    compression: CompressionConfig = field(default_factory=CompressionConfig)
+    transport: TransportConfig = field(default_factory=lambda: TransportConfig(kind="inprocess"))
+    layers_per_block: int = 1
+    mode: str = "full"
+    lora_r: int = 8
+    lora_alpha: float = 16.0
+    schedule: str = "random"
+    clients: int = 10
+    participation: float = 1.0
+    rounds: int = 20
+    local_steps: int = 5
+    batch_size: int = 16
+    lr: float = 1e-3
+    eta: float = 1.0
+    weight_by_samples: bool = True
+    staleness: int = 1
+    threads_per_client: int = 1  # torch threads in each client process (zmq transport)
+    dtype: str = "float32"  # of the model's parameters: float32 | float64 (exactness tests)
+    round_timeout_s: float = 600.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.method in METHODS, f"method must be one of {METHODS}, got {self.method!r}")
+        _check(self.mode in ("full", "lora"), f"mode must be 'full' or 'lora', got {self.mode!r}")
+        _check(self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        _check(
+            1 <= self.layers_per_block <= self.model.num_layers,
+            f"layers_per_block must be in [1, model.num_layers = {self.model.num_layers}]",
+        )
+        for name in ("clients", "rounds", "local_steps", "batch_size", "lora_r", "staleness"):
+            _check(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        _check(0.0 < self.participation <= 1.0, f"participation must be in (0, 1], got {self.participation}")
+        _check(self.lr > 0 and self.eta > 0, "lr and eta must be > 0")
+        _check(self.dtype in ("float32", "float64"), f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        _check(self.round_timeout_s > 0, f"round_timeout_s must be > 0, got {self.round_timeout_s}")
+        _check(
+            self.staleness == 1 or self.method == "parablock",
+            "staleness > 1 applies to method 'parablock' only",
+        )
+
+    @property
+    def num_blocks(self) -> int:
+        return -(-self.model.num_layers // self.layers_per_block)
+
+
+def bcd_config_from_dict(data: dict[str, Any]) -> BCDConfig:
+    """A BCDConfig from nested dicts (TOML tables); ``ValueError`` on unknown keys or bad types."""
+    return _build(BCDConfig, data, "config")
+
+
+def bcd_config_to_dict(config: BCDConfig) -> dict[str, Any]:
+    return dataclasses.asdict(config)

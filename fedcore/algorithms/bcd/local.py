@@ -1,0 +1,129 @@
+"""Local training of one coordinate block, and the block-state arithmetic the methods share.
+
+A client's model is a flat ``{name: tensor}`` of live parameters, cut into blocks (lists of
+names). ``train_delta`` runs K local steps on one block from the current values and returns the
+change (the client's Delta^i), leaving the parameters as they were: each method then decides
+how much of it to apply (ParaBlock: eta * Delta^i at once; FedBCD: only the aggregate).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from fedcore.lora import train_blocks
+from fedcore.model import group_blocks
+
+ParamDict = dict[str, torch.Tensor]
+
+
+class BlockTrainer(Protocol):
+    """What the BCD roles need from a client's local model and data."""
+
+    params: ParamDict  # live parameters, the union of the blocks
+    blocks: list[list[str]]  # parameter names of each block
+    num_samples: int  # training examples held (aggregation weight)
+
+    def train_delta(self, block: int) -> tuple[ParamDict, float]:
+        """K local steps on ``block`` from the current values: (Delta^i, mean training loss)."""
+        ...
+
+    def block_scores(self) -> list[float]:
+        """Squared gradient norm of each block on one batch (the gradient-based schedule)."""
+        ...
+
+    def evaluate(self) -> float:
+        """Mean loss on held-out data."""
+        ...
+
+
+def snapshot(params: Mapping[str, torch.Tensor], names: Iterable[str]) -> ParamDict:
+    """Detached copies of ``params[name]`` for ``names``."""
+    return {n: params[n].detach().clone() for n in names}
+
+
+@torch.no_grad()
+def add_scaled_(params: Mapping[str, torch.Tensor], delta: Mapping[str, torch.Tensor], scale: float) -> None:
+    """``params[n] += scale * delta[n]`` in place for every name of ``delta`` (in params' dtype)."""
+    for name, d in delta.items():
+        params[name].add_(d.to(params[name].dtype), alpha=scale)
+
+
+def subtract(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> ParamDict:
+    """``a - b`` key by key (same keys)."""
+    return {n: a[n] - b[n] for n in a}
+
+
+class LocalBlockTraining:
+    """K steps of AdamW (fresh state each round, no weight decay) on one block of a HF causal LM.
+
+    ``mode="full"`` trains every parameter of the block's layers, ``"lora"`` the LoRA factors
+    inside them (``fedcore.lora.inject_lora`` first, identically in every process). Everything
+    else stays frozen, so autograd stops below the block (``fedcore.lora.train_blocks``).
+    ``batches`` yields collated batches without end; ``eval_batches`` is the held-out data.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        batches: Iterator[dict[str, torch.Tensor]],
+        *,
+        mode: str = "full",
+        layers_per_block: int = 1,
+        steps: int = 5,
+        lr: float = 1e-3,
+        eval_batches: list[dict[str, torch.Tensor]] | None = None,
+        num_samples: int = 1,
+    ):
+        if steps < 1 or lr <= 0:
+            raise ValueError(f"need steps >= 1 and lr > 0, got steps={steps}, lr={lr}")
+        self.model, self.batches, self.mode = model, batches, mode
+        self.layers_per_block, self.steps, self.lr = layers_per_block, steps, lr
+        self.eval_batches = eval_batches or []
+        self.num_samples = num_samples
+        n_blocks = len(group_blocks(model, layers_per_block))
+        self.blocks = [train_blocks(model, [b], mode=mode, layers_per_block=layers_per_block) for b in range(n_blocks)]
+        live = dict(model.named_parameters())
+        self.params: ParamDict = {n: live[n] for names in self.blocks for n in names}
+        model.requires_grad_(False)
+
+    def train_delta(self, block: int) -> tuple[ParamDict, float]:
+        names = train_blocks(self.model, [block], mode=self.mode, layers_per_block=self.layers_per_block)
+        start = snapshot(self.params, names)
+        trainable = [self.params[n] for n in names]
+        opt = torch.optim.AdamW(trainable, lr=self.lr, weight_decay=0.0)
+        total = 0.0
+        for _ in range(self.steps):
+            loss = self.model(**next(self.batches)).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            total += float(loss.detach())
+        self.model.requires_grad_(False)
+        with torch.no_grad():
+            delta = {n: self.params[n] - start[n] for n in names}
+            for n in names:
+                self.params[n].copy_(start[n])
+        return delta, total / self.steps
+
+    def block_scores(self) -> list[float]:
+        train_blocks(self.model, range(len(self.blocks)), mode=self.mode, layers_per_block=self.layers_per_block)
+        self.model(**next(self.batches)).loss.backward()
+        scores: list[float] = []
+        for names in self.blocks:
+            grads = [self.params[n].grad for n in names]
+            scores.append(sum(float(g.pow(2).sum()) for g in grads if g is not None))
+        for p in self.params.values():
+            p.grad = None
+        self.model.requires_grad_(False)
+        return scores
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        if not self.eval_batches:
+            return float("nan")
+        losses = [float(self.model(**b).loss) for b in self.eval_batches]
+        return sum(losses) / len(losses)

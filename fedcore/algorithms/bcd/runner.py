@@ -1,0 +1,221 @@
+"""Build a BCD run's parts from its config (identically in every process) and run it in-process.
+
+``run_bcd`` runs the server in this thread and each client in its own thread over an
+``InProcessHub`` (``transport.kind = "inprocess"``) or hands over to the process launcher
+(``"zmq"``: ``fedcore.runtime.launch_bcd``). Both run the same roles.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from fedcore.data import CharTokenizer
+from fedcore.lora import inject_lora
+from fedcore.model import blocks as model_layers
+from fedcore.transport import InProcessHub
+
+from ..builders import ClientData, base_model, client_datasets, shuffled_epochs
+from .client import BlockClient
+from .config import BCDConfig
+from .cyclic import CyclicClient, FedCyBGDServer
+from .local import LocalBlockTraining, ParamDict, snapshot
+from .server import BCDServer, ParaBlockServer, RoundRecord
+from .timeline import Timeline
+
+SERVERS: dict[str, type[BCDServer]] = {"fedbcd": BCDServer, "parablock": ParaBlockServer, "fedcybgd": FedCyBGDServer}
+
+
+@dataclass
+class BCDResult:
+    """A finished run. ``eval_loss[i]``: client i's held-out loss under the final global model
+    (NaN if it dropped out); ``wire``: the server link's byte counts per tag and direction."""
+
+    method: str
+    records: list[RoundRecord]
+    eval_loss: list[float]
+    wire: dict[str, dict[str, int]]
+    timeline: list[dict[str, Any]]
+    wall_seconds: float
+    dropped: dict[int, str] = field(default_factory=dict)
+    final_params: ParamDict = field(default_factory=dict)
+
+    @property
+    def final_loss(self) -> float:
+        """Mean held-out loss over the clients still in the run."""
+        xs = [x for x in self.eval_loss if x == x]
+        return sum(xs) / len(xs) if xs else float("nan")
+
+    @property
+    def download_bytes(self) -> int:
+        return sum(r.down_bytes for r in self.records)
+
+    @property
+    def upload_bytes(self) -> int:
+        return sum(r.up_bytes for r in self.records)
+
+
+def client_data(config: BCDConfig) -> list[ClientData]:
+    return client_datasets(config.data, config.clients, config.batch_size, CharTokenizer())
+
+
+def build_model(config: BCDConfig) -> torch.nn.Module:
+    """The frozen base model, with LoRA in every layer in ``lora`` mode (seeded: every process
+    builds the same weights and factors)."""
+    model = base_model(config.model, CharTokenizer().vocab_size).to(getattr(torch, config.dtype))
+    if config.mode == "lora":
+        torch.manual_seed(config.seed + 1)
+        inject_lora(list(model_layers(model)), r=config.lora_r, alpha=config.lora_alpha)
+    return model
+
+
+def build_trainer(config: BCDConfig, index: int, data: ClientData) -> LocalBlockTraining:
+    """Client ``index``'s local model and data."""
+    batches = shuffled_epochs(data, config.batch_size, config.seed + 7919 * index, CharTokenizer().pad_id)
+    return LocalBlockTraining(
+        build_model(config),
+        batches,
+        mode=config.mode,
+        layers_per_block=config.layers_per_block,
+        steps=config.local_steps,
+        lr=config.lr,
+        eval_batches=data.eval_batches,
+        num_samples=len(data.train),
+    )
+
+
+def global_model(config: BCDConfig) -> tuple[ParamDict, list[list[str]]]:
+    """The server's copy of the block parameters (detached) and the names of each block."""
+    model = build_model(config)
+    blocks = LocalBlockTraining(model, iter(()), mode=config.mode, layers_per_block=config.layers_per_block).blocks
+    live = dict(model.named_parameters())
+    return snapshot(live, [n for names in blocks for n in names]), blocks
+
+
+def make_client(config: BCDConfig, link: Any, trainer: LocalBlockTraining, index: int, **kwargs: Any) -> Any:
+    """The method's client role (``on_round`` only applies to FedBCD / ParaBlock)."""
+    if config.method == "fedcybgd":
+        kwargs.pop("on_round", None)
+        return CyclicClient(link, trainer, index=index, **kwargs)
+    return BlockClient(
+        link,
+        trainer,
+        index=index,
+        eta=config.eta,
+        staleness=config.staleness if config.method == "parablock" else 0,
+        scores=config.schedule == "gradient",
+        **kwargs,
+    )
+
+
+def conclude(server: BCDServer) -> list[float]:
+    """After the rounds: bring FedCyBGD clients to the global model, evaluate, stop the clients."""
+    if isinstance(server, FedCyBGDServer):
+        server.refresh()
+    losses = server.evaluate()
+    server.finish()
+    return losses
+
+
+def run_bcd(
+    config: BCDConfig,
+    *,
+    on_round: Callable[[Any, int], None] | None = None,
+    history: dict[int, ParamDict] | None = None,
+    clients: list[Any] | None = None,
+    client_factory: Callable[..., Any] | None = None,
+) -> BCDResult:
+    """Run ``config`` on the tiny model and the generated task; ``zmq`` transport goes to separate
+    processes (``fedcore.runtime.launch_bcd``), ``inprocess`` to ``run_inprocess``."""
+    if config.transport.kind == "zmq":
+        from fedcore.runtime.launch_bcd import run_bcd_processes
+
+        return run_bcd_processes(config)
+    data = client_data(config)
+    params, blocks = global_model(config)
+    trainers = [build_trainer(config, i, data[i]) for i in range(config.clients)]
+    return run_inprocess(
+        config,
+        trainers,
+        params,
+        blocks,
+        on_round=on_round,
+        history=history,
+        clients=clients,
+        client_factory=client_factory,
+    )
+
+
+def run_inprocess(
+    config: BCDConfig,
+    trainers: list[Any],
+    params: ParamDict,
+    blocks: list[list[str]],
+    *,
+    on_round: Callable[[Any, int], None] | None = None,
+    history: dict[int, ParamDict] | None = None,
+    clients: list[Any] | None = None,
+    client_factory: Callable[..., Any] | None = None,
+) -> BCDResult:
+    """The server in this thread, client i (``trainers[i]``: any ``BlockTrainer``) in its own
+    thread, over an ``InProcessHub``. ``params``: the global block parameters (updated in place).
+
+    ``on_round(client, t)`` runs in each FedBCD / ParaBlock client after each round; ``history``
+    receives the global parameters after every aggregate; ``clients`` (if a list) receives the
+    client roles; ``client_factory(config, link, trainer, index, **kw)`` replaces ``make_client``
+    (tests inject faults with it)."""
+    t0 = time.perf_counter()
+    hub = InProcessHub()
+    server_link = hub.server()
+    factory = client_factory or make_client
+    roles = []
+    for i, trainer in enumerate(trainers):
+        link = hub.endpoint(f"client-{i}")
+        roles.append(factory(config, link, trainer, i, timeline=Timeline(), on_round=on_round))
+    if clients is not None:
+        clients.extend(roles)
+    errors: list[BaseException] = []
+
+    def serve(role: Any) -> None:
+        try:
+            role.run()
+        except BaseException as exc:  # surfaced after the run
+            errors.append(exc)
+
+    threads = [threading.Thread(target=serve, args=(r,), daemon=True, name=f"bcd-client-{r.index}") for r in roles]
+    for th in threads:
+        th.start()
+    timeline = Timeline()
+    server = SERVERS[config.method](
+        server_link,
+        [f"client-{i}" for i in range(len(trainers))],
+        params,
+        blocks,
+        config,
+        samples=[t.num_samples for t in trainers],
+        timeline=timeline,
+        history=history,
+    )
+    try:
+        records = server.run()
+        losses = conclude(server)
+    finally:
+        for th in threads:
+            th.join(timeout=60 if not errors else 1)
+    if errors:
+        raise RuntimeError(f"a client failed: {errors[0]!r}") from errors[0]
+    return BCDResult(
+        method=config.method,
+        records=records,
+        eval_loss=losses,
+        wire=server_link.stats(),
+        timeline=timeline.to_records(),
+        wall_seconds=time.perf_counter() - t0,
+        dropped=dict(server.dropped),
+        final_params=params,
+    )

@@ -1,0 +1,281 @@
+"""The server of federated block-coordinate descent: FedBCD, and ParaBlock as FedBCD with the
+next round's plan sent before the previous round is aggregated.
+
+Round t: the server samples participants S_t, picks block b_t and sends every client still in
+the run a ``plan``. It then collects the participants' deltas of a round s, aggregates
+Delta_s = sum_i w_i Delta_s^i / sum_i w_i over those that arrived in time (w_i: sample counts
+or 1), applies theta[b_s] += eta * Delta_s and broadcasts ``agg`` (Delta_s and who was
+included) to every client. FedBCD does this for s = t before planning t + 1; ParaBlock for
+s = t - 1 right after planning t, so the clients compute round t while round t - 1's update
+travels; a final ``sync`` closes the run. Clients that drop out (lease expiry, failed send) leave
+the run; a client late for one round is only left out of that round's aggregate.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from fedcore.aggregate import weighted_average
+from fedcore.transport import Message, PeerTimeout, TransportError
+
+from .config import BCDConfig
+from .local import ParamDict, add_scaled_, snapshot
+from .mailbox import Mailbox, op_is
+from .schedule import BlockSchedule, sample_participants
+from .timeline import Timeline, timeline_records
+
+log = logging.getLogger("fedcore.bcd")
+
+
+@dataclass
+class RoundRecord:
+    """One round as the server saw it. ``train_loss``: the sample-weighted mean of the included
+    clients' mean local training loss; ``seconds``: from this round's plan to the next one's."""
+
+    round: int
+    block: int
+    participants: list[int]
+    included: list[int] = field(default_factory=list)
+    train_loss: float = float("nan")
+    seconds: float = float("nan")
+    down_bytes: int = 0  # payload bytes the server sent in this round (all clients)
+    up_bytes: int = 0  # payload bytes of the uploads it accepted
+
+
+class BCDServer:
+    """FedBCD's server loop; ``overlap = True`` (ParaBlock) shifts aggregation one round later.
+
+    ``peers[i]`` is client i's peer id on ``link``; ``global_params`` the global model's block
+    parameters (updated in place); ``blocks`` the parameter names per block; ``samples[i]``
+    client i's training examples. ``history`` (optional) receives a snapshot of the global
+    parameters after each aggregate, keyed by the number of aggregates applied; ``on_record``
+    (optional) gets each round's record once its aggregate is out (progress, tests).
+    """
+
+    overlap = False
+
+    def __init__(
+        self,
+        link: Any,
+        peers: list[str],
+        global_params: ParamDict,
+        blocks: list[list[str]],
+        config: BCDConfig,
+        *,
+        samples: list[int],
+        timeline: Timeline | None = None,
+        history: dict[int, ParamDict] | None = None,
+        on_record: Callable[[RoundRecord], None] | None = None,
+    ):
+        if len(samples) != len(peers):
+            raise ValueError(f"{len(samples)} sample counts for {len(peers)} clients")
+        self.link, self.peers, self.params, self.blocks, self.config = link, peers, global_params, blocks, config
+        self.samples = samples
+        self.mail = Mailbox(link, ignore=("hello",))
+        self.timeline = timeline or Timeline(enabled=False)
+        self.history = history
+        self.on_record = on_record
+        self.active = list(range(len(peers)))
+        self.dropped: dict[int, str] = {}
+        self.left: set[int] = set()  # clients that said bye at the end (their link closing is no dropout)
+        self.rng = random.Random(config.seed + 17)
+        self.schedule = BlockSchedule(config.schedule, len(blocks), seed=config.seed)
+        self.scores: list[float] | None = None
+        self.records: list[RoundRecord] = []
+        self.version = 0
+        if history is not None:
+            history[0] = snapshot(global_params, global_params)
+
+    # ---- the loop
+    def run(self) -> list[RoundRecord]:
+        """All rounds, then (ParaBlock) the final sync; returns the per-round records."""
+        started = None
+        for t in range(self.config.rounds):
+            now = time.perf_counter()
+            if started is not None:
+                self.records[-1].seconds = now - started
+            started = now
+            record = self.plan(t)
+            if self.overlap:
+                if t >= 1:
+                    self.finish_round(self.records[-2])
+            else:
+                self.finish_round(record)
+        if self.overlap and self.records:
+            self.broadcast({}, {"op": "sync"}, tag="control")
+            self.finish_round(self.records[-1])
+        if started is not None:
+            self.records[-1].seconds = time.perf_counter() - started
+        return self.records
+
+    def plan(self, t: int) -> RoundRecord:
+        record = RoundRecord(t, self.schedule.block(t, self.scores), [])
+        record.participants = sample_participants(self.active, self.config.participation, self.rng)
+        for i in list(self.active):
+            self.send(i, {}, {"op": "plan", "round": t, "block": record.block, "train": i in record.participants})
+        self.records.append(record)
+        return record
+
+    def finish_round(self, record: RoundRecord) -> None:
+        """Collect round ``record.round``'s deltas, aggregate, apply, broadcast ``agg``."""
+        msgs = self.collect(record.round, record.participants, record.block)
+        record.up_bytes += sum(m.nbytes for m in msgs.values())
+        with self.timeline.span("server", "aggregate", record.round):
+            delta, included = self.aggregate(msgs, record.block)
+            if delta:
+                add_scaled_(self.params, delta, self.config.eta)
+            self.version += 1
+            if self.history is not None:
+                self.history[self.version] = snapshot(self.params, self.params)
+        record.included = included
+        if included:
+            w = [self.weight(i) for i in included]
+            record.train_loss = sum(wi * float(msgs[i].meta["loss"]) for wi, i in zip(w, included, strict=True)) / sum(
+                w
+            )
+            reports = [msgs[i].meta.get("scores") for i in included]
+            if all(isinstance(r, list) and len(r) == len(self.blocks) for r in reports):
+                self.scores = [sum(float(r[b]) for r in reports) / len(reports) for b in range(len(self.blocks))]
+        for m in msgs.values():
+            m.release()
+        meta = {"op": "agg", "round": record.round, "block": record.block, "included": included}
+        record.down_bytes += self.broadcast(delta, meta, tag="agg_down")
+        if self.on_record is not None:
+            self.on_record(record)
+
+    # ---- pieces
+    def weight(self, i: int) -> float:
+        return float(self.samples[i]) if self.config.weight_by_samples else 1.0
+
+    def collect(self, rnd: int, expected: list[int], block: int) -> dict[int, Message]:
+        """The ``delta`` messages of round ``rnd`` from ``expected`` clients still in the run,
+        until all arrived or ``round_timeout_s`` passed (the late ones are left out)."""
+        waiting = {self.peers[i]: i for i in expected if i in self.active}
+        got: dict[int, Message] = {}
+        deadline = time.monotonic() + self.config.round_timeout_s
+        while waiting:
+            waiting = {p: i for p, i in waiting.items() if i in self.active}
+            left = deadline - time.monotonic()
+            if not waiting or left <= 0:
+                break
+            try:
+                msg = self.mail.get(_upload_of(rnd, set(waiting)), timeout=min(1.0, left), on_drop=self.on_drop)
+            except PeerTimeout:
+                continue
+            i = waiting.pop(msg.peer)
+            problem = self.check_upload(msg, block)
+            if problem:
+                log.warning("bcd: round %d: client %d's upload refused: %s", rnd, i, problem)
+                msg.release()
+                continue
+            got[i] = msg
+        if waiting:
+            log.warning("bcd: round %d: clients %s late; left out of this aggregate", rnd, sorted(waiting.values()))
+        self.mail.discard(lambda m: m.meta.get("op") == "delta" and int(m.meta.get("round", -1)) <= rnd)
+        return got
+
+    def check_upload(self, msg: Message, block: int) -> str | None:
+        """Why an upload cannot be aggregated (None if it can): wrong block, names, shapes,
+        dtypes, non-finite values, or a bad loss."""
+        names = set(self.blocks[block])
+        if msg.meta.get("block") != block or set(msg.tensors) != names:
+            return f"expected the parameters of block {block}"
+        for name, t in msg.tensors.items():
+            ref = self.params[name]
+            if t.shape != ref.shape or t.dtype != ref.dtype:
+                return f"{name}: {t.dtype} {tuple(t.shape)}, expected {ref.dtype} {tuple(ref.shape)}"
+            if not bool(torch.isfinite(t).all()):
+                return f"{name}: non-finite values"
+        loss = msg.meta.get("loss")
+        if not isinstance(loss, (int, float)) or not math.isfinite(loss):
+            return f"loss must be a finite number, got {loss!r}"
+        return None
+
+    def aggregate(self, msgs: dict[int, Message], block: int) -> tuple[ParamDict, list[int]]:
+        """(Delta = weighted mean of the deltas, included client indices); ({}, []) if none."""
+        included = sorted(msgs)
+        if not included:
+            return {}, []
+        states = [msgs[i].tensors for i in included]
+        return weighted_average(states, [self.weight(i) for i in included]), included
+
+    def send(self, i: int, tensors: ParamDict, meta: dict[str, Any], *, tag: str = "control") -> bool:
+        try:
+            self.link.send_to(self.peers[i], tensors, meta, tag=tag)
+            return True
+        except TransportError as exc:
+            self.drop(i, f"send failed: {exc}")
+            return False
+
+    def broadcast(self, tensors: ParamDict, meta: dict[str, Any], *, tag: str) -> int:
+        """Send to every client in the run; returns the payload bytes sent."""
+        size = sum(t.numel() * t.element_size() for t in tensors.values())
+        return size * sum(self.send(i, tensors, meta, tag=tag) for i in list(self.active))
+
+    def on_drop(self, exc: PeerTimeout) -> None:
+        peer = getattr(exc, "peer", None)
+        if peer in self.peers and self.peers.index(peer) not in self.left:
+            self.drop(self.peers.index(peer), str(exc))
+
+    def drop(self, i: int, why: str) -> None:
+        if i not in self.active:
+            return
+        self.active.remove(i)
+        self.dropped[i] = why
+        log.warning("bcd: client %d dropped (%s); %d clients go on", i, why, len(self.active))
+        if not self.active:
+            raise RuntimeError("every client has dropped out")
+
+    def reply(self, i: int, op: str, timeout: float) -> Message | None:
+        """Client i's next ``op`` message; None once it dropped out or ``timeout`` passed."""
+        deadline = time.monotonic() + timeout
+        while i in self.active and time.monotonic() < deadline:
+            try:
+                return self.mail.get(op_is(op, peer=self.peers[i]), timeout=1.0, on_drop=self.on_drop)
+            except PeerTimeout:
+                continue
+        return None
+
+    def evaluate(self, timeout: float = 300.0) -> list[float]:
+        """Each client's mean held-out loss with its current local model (NaN: dropped)."""
+        for i in list(self.active):
+            self.send(i, {}, {"op": "eval"})
+        out = [float("nan")] * len(self.peers)
+        for i in list(self.active):
+            msg = self.reply(i, "eval_result", timeout)
+            if msg is None:
+                self.drop(i, f"no eval result within {timeout} s")
+            else:
+                out[i] = float(msg.meta["loss"])
+        return out
+
+    def finish(self, timeout: float = 60.0) -> None:
+        """Tell every client to stop; merge the timelines they send back."""
+        for i in list(self.active):
+            if not self.send(i, {}, {"op": "stop"}):
+                continue
+            msg = self.reply(i, "bye", timeout)
+            self.left.add(i)
+            if msg is not None and "timeline" in msg.tensors:
+                self.timeline.extend(timeline_records(msg.tensors["timeline"], f"client {i}"))
+
+
+def _upload_of(rnd: int, peers: set[str]) -> Callable[[Message], bool]:
+    def match(msg: Message) -> bool:
+        return msg.meta.get("op") == "delta" and msg.meta.get("round") == rnd and msg.peer in peers
+
+    return match
+
+
+class ParaBlockServer(BCDServer):
+    """ParaBlock's server: the one-round-stale global model (see the module docstring)."""
+
+    overlap = True
