@@ -76,6 +76,7 @@ def base_model(mc: ModelConfig, vocab_size: int) -> torch.nn.Module:
         num_kv_heads=mc.num_kv_heads,
         seed=mc.seed,
         initializer_range=mc.init_std,
+        **({"intermediate_size": mc.intermediate_size} if mc.intermediate_size else {}),
     )
     model.requires_grad_(False)
     return model

@@ -35,6 +35,7 @@ class ModelConfig:
     num_layers: int = 4
     num_heads: int = 4
     num_kv_heads: int = 2
+    intermediate_size: int = 0  # MLP width; 0: 2 * hidden_size (Llama-3.2-1B: 8192 for hidden 2048)
     # Weight init std. transformers' 0.02 caps a frozen random lm_head's logits near +-2.6 after
     # the final norm (|w| |h| ~ 0.02 sqrt(H) sqrt(H)), so LoRA alone could never fit the task.
     init_std: float = 0.1
@@ -46,6 +47,7 @@ class ModelConfig:
         _check(self.hidden_size % self.num_heads == 0, "model.hidden_size must be a multiple of num_heads")
         _check(self.num_heads % self.num_kv_heads == 0, "model.num_heads must be a multiple of num_kv_heads")
         _check(self.init_std > 0, f"model.init_std must be > 0, got {self.init_std}")
+        _check(self.intermediate_size >= 0, f"model.intermediate_size must be >= 0, got {self.intermediate_size}")
 
 
 @dataclass(kw_only=True)

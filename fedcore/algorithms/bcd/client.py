@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from fedcore.transport.overlap import OverlappedSender
+
 from .local import BlockTrainer, ParamDict, add_scaled_
 from .mailbox import Mailbox, op_is
 from .timeline import Timeline, timeline_tensor
@@ -63,6 +65,8 @@ class BlockClient:
         self.next_agg = 0  # the next round whose aggregate this client applies
         self.last_round = -1
         self._comm = ThreadPoolExecutor(1, thread_name_prefix=f"fedcore-bcd-comm-{index}") if staleness else None
+        # uploads: CUDA deltas are staged through two pinned slots on a side stream (double buffering)
+        self.sender = OverlappedSender(link)
 
     # ---- the loop
     def run(self) -> None:
@@ -90,6 +94,7 @@ class BlockClient:
         finally:
             if self._comm is not None:
                 self._comm.shutdown(wait=False)
+            self.sender.close()
 
     def round(self, t: int, block: int, train: bool) -> None:
         self.last_round = t
@@ -147,7 +152,7 @@ class BlockClient:
         item = self.unsent.pop(rnd, None)
         if item is not None:
             _, delta, meta = item
-            self.link.send_to("server", delta, meta, tag="delta_up")
+            self.sender.send(delta, meta, peer="server", tag="delta_up").result()  # raises what the send raised
 
     def receive_aggregate(self, rnd: int) -> Any:
         assert rnd == self.next_agg, f"aggregate {rnd} requested, {self.next_agg} due"

@@ -69,6 +69,7 @@ class BCDConfig:
     eta: float = 1.0
     weight_by_samples: bool = True
     staleness: int = 1
+    device: str = "cpu"  # where clients train: cpu | cuda (the server aggregates on the CPU)
     threads_per_client: int = 1  # torch threads in each client process (zmq transport)
     dtype: str = "float32"  # of the model's parameters: float32 | float64 (exactness tests)
     round_timeout_s: float = 600.0
@@ -86,6 +87,7 @@ class BCDConfig:
             _check(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
         _check(0.0 < self.participation <= 1.0, f"participation must be in (0, 1], got {self.participation}")
         _check(self.lr > 0 and self.eta > 0, "lr and eta must be > 0")
+        _check(self.device in ("cpu", "cuda"), f"device must be 'cpu' or 'cuda', got {self.device!r}")
         _check(self.dtype in ("float32", "float64"), f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
         _check(self.round_timeout_s > 0, f"round_timeout_s must be > 0, got {self.round_timeout_s}")
         _check(

@@ -47,9 +47,11 @@ def snapshot(params: Mapping[str, torch.Tensor], names: Iterable[str]) -> ParamD
 
 @torch.no_grad()
 def add_scaled_(params: Mapping[str, torch.Tensor], delta: Mapping[str, torch.Tensor], scale: float) -> None:
-    """``params[n] += scale * delta[n]`` in place for every name of ``delta`` (in params' dtype)."""
+    """``params[n] += scale * delta[n]`` in place for every name of ``delta`` (moved to params'
+    device and dtype)."""
     for name, d in delta.items():
-        params[name].add_(d.to(params[name].dtype), alpha=scale)
+        p = params[name]
+        p.add_(d.to(device=p.device, dtype=p.dtype, non_blocking=True), alpha=scale)
 
 
 def subtract(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> ParamDict:
@@ -88,30 +90,34 @@ class LocalBlockTraining:
         self.blocks = [train_blocks(model, [b], mode=mode, layers_per_block=layers_per_block) for b in range(n_blocks)]
         live = dict(model.named_parameters())
         self.params: ParamDict = {n: live[n] for names in self.blocks for n in names}
+        self.device = next(model.parameters()).device
         model.requires_grad_(False)
+
+    def _next_batch(self) -> dict[str, torch.Tensor]:
+        return {k: v.to(self.device, non_blocking=True) for k, v in next(self.batches).items()}
 
     def train_delta(self, block: int) -> tuple[ParamDict, float]:
         names = train_blocks(self.model, [block], mode=self.mode, layers_per_block=self.layers_per_block)
         start = snapshot(self.params, names)
         trainable = [self.params[n] for n in names]
         opt = torch.optim.AdamW(trainable, lr=self.lr, weight_decay=0.0)
-        total = 0.0
+        total = torch.zeros((), device=self.device)
         for _ in range(self.steps):
-            loss = self.model(**next(self.batches)).loss
+            loss = self.model(**self._next_batch()).loss
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
-            total += float(loss.detach())
+            total += loss.detach()
         self.model.requires_grad_(False)
         with torch.no_grad():
             delta = {n: self.params[n] - start[n] for n in names}
             for n in names:
                 self.params[n].copy_(start[n])
-        return delta, total / self.steps
+        return delta, float(total) / self.steps  # one device sync per round, not per step
 
     def block_scores(self) -> list[float]:
         train_blocks(self.model, range(len(self.blocks)), mode=self.mode, layers_per_block=self.layers_per_block)
-        self.model(**next(self.batches)).loss.backward()
+        self.model(**self._next_batch()).loss.backward()
         scores: list[float] = []
         for names in self.blocks:
             grads = [self.params[n].grad for n in names]
@@ -125,5 +131,5 @@ class LocalBlockTraining:
     def evaluate(self) -> float:
         if not self.eval_batches:
             return float("nan")
-        losses = [float(self.model(**b).loss) for b in self.eval_batches]
+        losses = [float(self.model(**{k: v.to(self.device) for k, v in b.items()}).loss) for b in self.eval_batches]
         return sum(losses) / len(losses)

@@ -78,7 +78,7 @@ def build_trainer(config: BCDConfig, index: int, data: ClientData) -> LocalBlock
     """Client ``index``'s local model and data."""
     batches = shuffled_epochs(data, config.batch_size, config.seed + 7919 * index, CharTokenizer().pad_id)
     return LocalBlockTraining(
-        build_model(config),
+        build_model(config).to(config.device),
         batches,
         mode=config.mode,
         layers_per_block=config.layers_per_block,
