@@ -7,7 +7,8 @@ every client once per round and each trains its own block, so one of its rounds 
 blocks once (``--cyclic-rounds``, default 10: 100 block updates, one client each). Reported per
 method: the per-round training loss curve, the final held-out loss under the global model,
 download and upload bytes. Goals (issue #9): ParaBlock's final loss within 3% of FedBCD's;
-FedCyBGD compressed within 5% of uncompressed at <= 0.6x the download bytes. Writes bench/results/bcd-<device>.json and a plot.
+FedCyBGD compressed within 5% of uncompressed at <= 0.6x the download bytes. Writes
+bench/results/bcd-<device>.json and a plot.
 
     python bench/bench_bcd.py [--rounds 30] [--cyclic-rounds 10] [--out PATH]
 """

@@ -13,7 +13,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"fedcore {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a job; with no config, the embedded default split fine-tuning")
-    run.add_argument("config", nargs="?", help="TOML config (see fedcore/configs/default.toml)")
+    run.add_argument(
+        "config",
+        nargs="?",
+        help="TOML config: split fine-tuning (fedcore/configs/default.toml) or, with a top-level "
+        "'method', FedBCD / ParaBlock / FedCyBGD (examples/bcd/)",
+    )
     run.add_argument("--out", help="output directory (overrides [output] dir)")
     keys = sub.add_parser("keys", help="CurveZMQ keys: new keypairs and the server's allow-list")
     verbs = keys.add_subparsers(dest="verb", required=True)
@@ -34,14 +39,24 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "run":
-        from fedcore.runtime.config import load_config
-        from fedcore.runtime.main_job import run_main_job
+        from fedcore.runtime.config import load_config, read_toml
 
         try:
+            if args.config is not None and "method" in read_toml(args.config):  # FedBCD / ParaBlock / FedCyBGD
+                from fedcore.algorithms.bcd.config import load_bcd_config
+                from fedcore.runtime.bcd_job import run_bcd_job
+
+                bcd = load_bcd_config(args.config)
+                if args.out:
+                    bcd.output.dir = args.out
+                run_bcd_job(bcd)
+                return 0
             config = load_config(args.config)  # None: the embedded default (configs/default.toml)
         except ValueError as err:
             print(f"fedcore: {err}", file=sys.stderr)
             return 2
+        from fedcore.runtime.main_job import run_main_job
+
         if args.out:
             config.output.dir = args.out
         run_main_job(config)

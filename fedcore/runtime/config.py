@@ -168,11 +168,18 @@ class TransportConfig:
     mbps: float = 0.0  # link bandwidth per direction in MB/s; 0 = unshaped
     latency_ms: float = 0.0
     lease_s: float = 30.0  # a client silent this long (process died, network gone) is dropped from the run
+    # A transfer leaves in chunks and the shaper paces whole chunks (a chunk goes at once, later
+    # ones wait out its bytes): on a slow shaped link keep chunk and burst small against a transfer,
+    # or its first chunk arrives early.
+    chunk_kib: int = 8192
+    burst_kib: int = 1024
 
     def __post_init__(self) -> None:
         _check(self.kind in ("zmq", "inprocess"), f"transport.kind must be 'zmq' or 'inprocess', got {self.kind!r}")
         _check(self.mbps >= 0 and self.latency_ms >= 0, "transport.mbps and transport.latency_ms must be >= 0")
         _check(self.lease_s > 0, f"transport.lease_s must be > 0, got {self.lease_s}")
+        _check(64 <= self.chunk_kib <= 262144, f"transport.chunk_kib must be in [64, 262144], got {self.chunk_kib}")
+        _check(self.burst_kib >= 1, f"transport.burst_kib must be >= 1, got {self.burst_kib}")
 
 
 CODEC_NAMES = ("raw", "fp16", "bf16", "int8", "int8+noise", "fp8")
@@ -276,16 +283,22 @@ def load_config(path: str | Path | None = None) -> RunConfig:
     """Load a TOML config; ``None`` gives the embedded default run (fedcore/configs/default.toml)."""
     if path is None:
         text = resources.files("fedcore").joinpath("configs", DEFAULT_CONFIG).read_text()
-        where = DEFAULT_CONFIG
-    else:
-        if not Path(path).is_file():
-            raise ValueError(f"config file {str(path)!r} does not exist")
-        text, where = Path(path).read_text(), str(path)
+        return config_from_dict(_parse(text, DEFAULT_CONFIG))
+    return config_from_dict(read_toml(path))
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The tables of a TOML file; ``ValueError`` if it is missing or not valid TOML."""
+    if not Path(path).is_file():
+        raise ValueError(f"config file {str(path)!r} does not exist")
+    return _parse(Path(path).read_text(), str(path))
+
+
+def _parse(text: str, where: str) -> dict[str, Any]:
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ValueError(f"{where}: invalid TOML: {err}") from err
-    return config_from_dict(data)
 
 
 def config_to_dict(config: RunConfig) -> dict[str, Any]:

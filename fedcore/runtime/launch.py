@@ -36,7 +36,11 @@ from .config import RunConfig, TransportConfig, config_from_dict, config_to_dict
 
 def transport_options(t: TransportConfig) -> EndpointOptions:
     """Endpoint options of a run: its lease and its link shape (the same in both directions)."""
-    return EndpointOptions(lease_s=t.lease_s, link=LinkShape(mbps=t.mbps or None, latency_ms=t.latency_ms))
+    return EndpointOptions(
+        lease_s=t.lease_s,
+        chunk_bytes=t.chunk_kib * 1024,
+        link=LinkShape(mbps=t.mbps or None, latency_ms=t.latency_ms, burst_bytes=t.burst_kib * 1024),
+    )
 
 
 def open_server(t: TransportConfig, clients: int, keys_dir: Path) -> tuple[Server, list[tuple[str | None, str | None]]]:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from fedcore.runtime.config import DataConfig, ModelConfig, TransportConfig, _build
+from fedcore.runtime.config import DataConfig, ModelConfig, OutputConfig, TransportConfig, _build, read_toml
 
 METHODS = ("fedbcd", "fedcybgd", "parablock")
 SCHEDULES = ("random", "sequential", "reverse", "gradient")
@@ -55,6 +56,7 @@ class BCDConfig:
     )
     compression: CompressionConfig = field(default_factory=CompressionConfig)
     transport: TransportConfig = field(default_factory=lambda: TransportConfig(kind="inprocess"))
+    output: OutputConfig = field(default_factory=OutputConfig)
     layers_per_block: int = 1
     mode: str = "full"
     lora_r: int = 8
@@ -103,6 +105,15 @@ class BCDConfig:
 def bcd_config_from_dict(data: dict[str, Any]) -> BCDConfig:
     """A BCDConfig from nested dicts (TOML tables); ``ValueError`` on unknown keys or bad types."""
     return _build(BCDConfig, data, "config")
+
+
+def load_bcd_config(path: str | Path) -> BCDConfig:
+    """A BCDConfig from a TOML file: top-level keys are BCDConfig's (``method`` is required, which
+    tells ``fedcore run`` it is a BCD job), tables [model] [data] [compression] [transport] [output]."""
+    data = read_toml(path)
+    if "method" not in data:
+        raise ValueError(f"{path}: a block-coordinate-descent config needs a top-level 'method' ({METHODS})")
+    return bcd_config_from_dict(data)
 
 
 def bcd_config_to_dict(config: BCDConfig) -> dict[str, Any]:

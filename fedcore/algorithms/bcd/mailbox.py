@@ -19,10 +19,11 @@ log = logging.getLogger("fedcore.bcd")
 
 
 class Mailbox:
-    """Wraps a ``Link``; messages whose ``meta["op"]`` is in ``ignore`` are released unread."""
+    """Wraps a ``Link``; messages whose ``meta["op"]`` is in ``ignore``, or not in ``keep`` when
+    given, are released unread (a peer cannot fill the box with messages nobody asks for)."""
 
-    def __init__(self, link: Any, *, ignore: tuple[str, ...] = ()):
-        self.link, self.ignore = link, ignore
+    def __init__(self, link: Any, *, ignore: tuple[str, ...] = (), keep: tuple[str, ...] | None = None):
+        self.link, self.ignore, self.keep = link, ignore, keep
         self._kept: list[Message] = []
         self._lock = threading.Lock()
 
@@ -59,7 +60,10 @@ class Mailbox:
                         raise
                     log.warning("bcd: ignored a refused transfer: %s", exc)
                     continue
-                if msg.meta.get("op") in self.ignore:
+                op = msg.meta.get("op")
+                if op in self.ignore or (self.keep is not None and op not in self.keep):
+                    if op not in self.ignore:
+                        log.warning("bcd: ignored a message with op %r from %s", op, msg.peer)
                     msg.release()
                     continue
                 if match(msg):

@@ -129,13 +129,15 @@ def run_bcd(
     history: dict[int, ParamDict] | None = None,
     clients: list[Any] | None = None,
     client_factory: Callable[..., Any] | None = None,
+    on_record: Callable[[RoundRecord], None] | None = None,
 ) -> BCDResult:
     """Run ``config`` on the tiny model and the generated task; ``zmq`` transport goes to separate
-    processes (``fedcore.runtime.launch_bcd``), ``inprocess`` to ``run_inprocess``."""
+    processes (``fedcore.runtime.launch_bcd``), ``inprocess`` to ``run_inprocess``. ``on_record``
+    gets each round's record as it completes (progress)."""
     if config.transport.kind == "zmq":
         from fedcore.runtime.launch_bcd import run_bcd_processes
 
-        return run_bcd_processes(config)
+        return run_bcd_processes(config, on_record=on_record)
     data = client_data(config)
     params, blocks = global_model(config)
     trainers = [build_trainer(config, i, data[i]) for i in range(config.clients)]
@@ -148,6 +150,7 @@ def run_bcd(
         history=history,
         clients=clients,
         client_factory=client_factory,
+        on_record=on_record,
     )
 
 
@@ -161,6 +164,7 @@ def run_inprocess(
     history: dict[int, ParamDict] | None = None,
     clients: list[Any] | None = None,
     client_factory: Callable[..., Any] | None = None,
+    on_record: Callable[[RoundRecord], None] | None = None,
 ) -> BCDResult:
     """The server in this thread, client i (``trainers[i]``: any ``BlockTrainer``) in its own
     thread, over an ``InProcessHub``. ``params``: the global block parameters (updated in place).
@@ -200,6 +204,7 @@ def run_inprocess(
         samples=[t.num_samples for t in trainers],
         timeline=timeline,
         history=history,
+        on_record=on_record,
     )
     try:
         records = server.run()

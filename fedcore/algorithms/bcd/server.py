@@ -79,7 +79,7 @@ class BCDServer:
             raise ValueError(f"{len(samples)} sample counts for {len(peers)} clients")
         self.link, self.peers, self.params, self.blocks, self.config = link, peers, global_params, blocks, config
         self.samples = samples
-        self.mail = Mailbox(link, ignore=("hello",))
+        self.mail = Mailbox(link, ignore=("hello",), keep=("delta", "eval_result", "bye"))
         self.timeline = timeline or Timeline(enabled=False)
         self.history = history
         self.on_record = on_record
@@ -142,7 +142,7 @@ class BCDServer:
                 w
             )
             reports = [msgs[i].meta.get("scores") for i in included]
-            if all(isinstance(r, list) and len(r) == len(self.blocks) for r in reports):
+            if all(_valid_scores(r, len(self.blocks)) for r in reports):
                 self.scores = [sum(float(r[b]) for r in reports) / len(reports) for b in range(len(self.blocks))]
         for m in msgs.values():
             m.release()
@@ -179,7 +179,7 @@ class BCDServer:
             got[i] = msg
         if waiting:
             log.warning("bcd: round %d: clients %s late; left out of this aggregate", rnd, sorted(waiting.values()))
-        self.mail.discard(lambda m: m.meta.get("op") == "delta" and int(m.meta.get("round", -1)) <= rnd)
+        self.mail.discard(lambda m: m.meta.get("op") == "delta" and not _round_after(m.meta.get("round"), rnd))
         return got
 
     def check_upload(self, msg: Message, block: int) -> str | None:
@@ -253,8 +253,9 @@ class BCDServer:
             msg = self.reply(i, "eval_result", timeout)
             if msg is None:
                 self.drop(i, f"no eval result within {timeout} s")
-            else:
-                out[i] = float(msg.meta["loss"])
+                continue
+            loss = msg.meta.get("loss")
+            out[i] = float(loss) if isinstance(loss, (int, float)) else float("nan")
         return out
 
     def finish(self, timeout: float = 60.0) -> None:
@@ -266,6 +267,19 @@ class BCDServer:
             self.left.add(i)
             if msg is not None and "timeline" in msg.tensors:
                 self.timeline.extend(timeline_records(msg.tensors["timeline"], f"client {i}"))
+
+
+def _valid_scores(report: Any, blocks: int) -> bool:
+    return (
+        isinstance(report, list)
+        and len(report) == blocks
+        and all(isinstance(x, (int, float)) and math.isfinite(x) and x >= 0 for x in report)
+    )
+
+
+def _round_after(value: Any, rnd: int) -> bool:
+    """True for an int round number after ``rnd`` (a later round's upload, kept for then)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value > rnd
 
 
 def _upload_of(rnd: int, peers: set[str]) -> Callable[[Message], bool]:

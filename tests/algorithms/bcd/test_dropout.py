@@ -85,3 +85,26 @@ def test_a_killed_client_process_leaves_the_run():
     assert all(1 not in r.included for r in result.records[2:])
     assert len(result.records) == 4 and result.eval_loss[1] != result.eval_loss[1]  # NaN: gone
     assert all(torch.isfinite(p).all() for p in result.final_params.values())
+
+
+class PoisonClient(BlockClient):
+    """Uploads a delta with a NaN in round LATE_ROUND (FedBCD: it never applies its own delta)."""
+
+    def compute(self, t, block):
+        delta = super().compute(t, block)
+        if t == LATE_ROUND:
+            first = next(iter(delta.values()))
+            first.view(-1)[0] = float("nan")
+        return delta
+
+
+def test_a_malformed_upload_is_refused_and_the_run_goes_on():
+    def factory(config, link, trainer, index, **kw):
+        if index == 0:
+            return PoisonClient(link, trainer, index=index, eta=config.eta, staleness=0, **kw)
+        return make_client(config, link, trainer, index, **kw)
+
+    result = run_bcd(config("fedbcd", round_timeout_s=30.0), client_factory=factory)
+    assert [r.included for r in result.records] == [[0, 1, 2], [1, 2], [0, 1, 2], [0, 1, 2]]
+    assert all(bool(torch.isfinite(p).all()) for p in result.final_params.values())
+    assert not result.dropped

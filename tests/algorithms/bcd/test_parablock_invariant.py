@@ -95,3 +95,23 @@ def test_sync_leaves_every_client_on_the_global_model():
     for c in clients:
         for n, p in result.final_params.items():
             torch.testing.assert_close(c.trainer.params[n], p, rtol=0, atol=1e-12)
+
+
+def test_invariant_with_partial_participation_and_the_gradient_schedule():
+    """Half the clients per round (the others receive the aggregate and correct nothing of their
+    own), blocks chosen by the clients' reported gradient norms."""
+    config = tiny_config(clients=4, participation=0.5, schedule="gradient", seed=7, rounds=6)
+    history: dict = {}
+    errors: list[float] = []
+    trained: dict[int, set[int]] = {}
+
+    def check(client, t: int) -> None:
+        want = expected_local(history[client.next_agg], client.pending, config.eta)
+        errors.append(max(float((client.trainer.params[n] - want[n]).abs().max()) for n in want))
+        trained.setdefault(client.index, set()).update(client.pending)
+
+    result = run_bcd(config, on_round=check, history=history)
+    assert all(len(r.participants) == 2 for r in result.records)
+    assert all(sorted(r.included) == r.participants for r in result.records)
+    assert max(errors) < 1e-12
+    assert len({r.block for r in result.records}) > 1  # the scores moved the choice around
