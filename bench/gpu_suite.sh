@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks and benchmarks in one go, for a machine with torch/triton/transformers/peft but
 # no fedcore install (the lent H100). From the repo root:  bash bench/gpu_suite.sh OUTDIR [SUITES...]
-# SUITES: tests tests-quant quant_pack lora fisher overlap split (default: tests and every bench). pyzmq wheels in .whl/ are used.
+# SUITES: tests tests-quant quant_pack lora fisher overlap split bcd_runtime_1b (default: tests and the kernel
+# benches). pyzmq wheels in .whl/ are used.
 set -u
 out=${1:?usage: gpu_suite.sh OUTDIR [SUITES...]}; shift
 suites=${*:-tests quant_pack lora fisher overlap split}
@@ -22,6 +23,8 @@ from fedcore.kernels.quant_pack_cuda import cuda_extension;print('csrc build:',c
              tests/model/test_loss.py 2>&1 | tee "$out/pytest.log" | grep -E "passed|failed|FAILED|Error" | tail -30 ;;
     tests-quant) timeout 300 $py -m pytest -q -p no:cacheprovider tests/kernels/test_quant_pack.py tests/codec \
              2>&1 | tee "$out/pytest.log" | grep -E "passed|failed|FAILED|Error" | tail -30 ;;
+    bcd_runtime_1b) timeout 580 $py bench/bench_bcd_runtime.py --shape llama-3.2-1b --rounds 4 \
+             --out "$out/bcd_runtime-h100.json" 2>&1 | tail -30 ;;
     *) timeout 240 $py bench/bench_$s.py --out "$out/$s-h100.json" 2>&1 | tail -45 ;;
   esac
 done

@@ -10,6 +10,7 @@ peers silent past their lease as ``PeerTimeout``.
 from __future__ import annotations
 
 import collections
+import math
 import os
 import queue
 import socket
@@ -284,8 +285,16 @@ class Endpoint(ABC):
         self._periodic(now)
 
     def _poll_ms(self) -> int:
-        busy = self._sending or any(p.outbox or p.control for p in self._peers.values())
-        return 1 if busy else 50
+        """How long the I/O thread may sleep in poll (sockets and the wake-up pipe end it early).
+        1 ms while frames await release or control messages wait; while transfers only wait for
+        the link shaper, until the earliest may go (polling every 1 ms for seconds of a slow
+        shaped link would take the GIL a thousand times a second from the threads computing)."""
+        if self._sending or any(p.control for p in self._peers.values()):
+            return 1
+        waiting = [p.bucket.ready_at(p.outbox[0].enqueued) for p in self._peers.values() if p.outbox]
+        if not waiting:
+            return 50
+        return max(1, min(50, math.ceil((min(waiting) - time.monotonic()) * 1e3)))
 
     # ---------- sending ----------
     def _send_frames(self, peer: Peer, frames: list[Any], *, track: bool) -> list[Any]:

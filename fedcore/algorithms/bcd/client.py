@@ -87,9 +87,8 @@ class BlockClient:
                 else:
                     records = self.timeline.to_records()
                     bye = {"timeline": timeline_tensor(records)}
-                    self.link.send_to("server", bye, {"op": "bye"}, tag="control").wait(
-                        30.0
-                    )  # delivered before we close
+                    # wait until it was delivered: closing the link first could lose it
+                    self.link.send_to("server", bye, {"op": "bye"}, tag="control").wait(30.0)
                     return
         finally:
             if self._comm is not None:
