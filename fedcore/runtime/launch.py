@@ -167,7 +167,7 @@ def spawn_client(
     entry: str = "split",
 ) -> subprocess.Popen:
     """A fresh interpreter (no forked torch or zmq state) running the ``entry`` job's client
-    (``split``: ``client_main``; ``bcd``: ``launch_bcd.client_main``); the config goes through
+    (``split``: ``client_main``; ``bcd``, ``fibecfed``: their launchers' ``client_main``); the config goes through
     stdin. PYTHONSAFEPATH keeps a checkout's kernels/ off the child's sys.path."""
     args = {
         "entry": entry,
@@ -211,9 +211,11 @@ def await_hellos(server: Server, procs: list, timeout: float = 180.0) -> list[st
 
 if __name__ == "__main__":  # a client process started by spawn_client
     _args = json.loads(sys.stdin.read())
-    if _args.get("entry", "split") == "bcd":
-        from .launch_bcd import client_main as bcd_client_main
-
-        bcd_client_main(_args["config"], _args["index"], _args["address"], _args["key_file"], _args["server_key_file"])
+    _entry = _args.get("entry", "split")
+    if _entry == "bcd":
+        from .launch_bcd import client_main as _main
+    elif _entry == "fibecfed":
+        from .launch_fibecfed import client_main as _main
     else:
-        client_main(_args["config"], _args["index"], _args["address"], _args["key_file"], _args["server_key_file"])
+        _main = client_main
+    _main(_args["config"], _args["index"], _args["address"], _args["key_file"], _args["server_key_file"])

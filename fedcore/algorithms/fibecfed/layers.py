@@ -6,7 +6,8 @@ p = inf: delta = gamma * sign(g)), g = dL/de. A layer's sensitivity is the relat
 output's Frobenius norm, | ||h_l(e + delta)||_F - ||h_l(e)||_F | / ||h_l(e)||_F, averaged over the
 client's batches. The server averages clients' scores weighted by n_k and keeps the ``count`` (or
 ``ratio`` of) layers with the highest score as global aggregation layers (GAL); the others stay
-local. The paper's eigengap rule for the count is not implemented: the count is configured.
+local. The count is configured (a number or a ratio) or comes from ``eigengap_count``, an
+approximation of the paper's eigengap rule on the sorted scores.
 """
 
 from __future__ import annotations
@@ -70,13 +71,37 @@ def aggregate_layer_scores(scores: Sequence[torch.Tensor], samples: Sequence[int
     return sum(s.float() * (n / total) for s, n in zip(scores, samples, strict=True))  # type: ignore[return-value]
 
 
-def select_global_layers(scores: torch.Tensor, *, count: int | None = None, ratio: float | None = None) -> list[int]:
-    """Indices (ascending) of the ``count`` layers, or ``round(ratio * L)``, with the highest scores."""
+def eigengap_count(scores: torch.Tensor) -> int:
+    """How many layers the gap rule keeps: with the scores sorted descending s_(1) >= ... >= s_(L),
+    the k in [1, L-1] maximising s_(k) - s_(k+1) (the first k at ties).
+
+    An approximation of the paper's eigengap rule, which looks for the largest gap in a spectrum:
+    here the sorted layer scores stand in for that spectrum (no affinity matrix is built)."""
+    vals = sorted((float(x) for x in scores.reshape(-1)), reverse=True)
+    if len(vals) < 2:
+        return len(vals)
+    gaps = [vals[i] - vals[i + 1] for i in range(len(vals) - 1)]
+    return 1 + max(range(len(gaps)), key=lambda i: (gaps[i], -i))
+
+
+def select_global_layers(
+    scores: torch.Tensor, *, count: int | None = None, ratio: float | None = None, eigengap: bool = False
+) -> list[int]:
+    """Indices (ascending) of the ``count`` layers, or ``round(ratio * L)``, or ``eigengap_count``
+    of them, with the highest scores. Give exactly one of the three."""
     n = scores.numel()
-    if (count is None) == (ratio is None):
-        raise ValueError("give exactly one of count and ratio")
-    k = count if count is not None else round(float(ratio) * n)  # type: ignore[arg-type]
+    if (count is not None) + (ratio is not None) + bool(eigengap) != 1:
+        raise ValueError("give exactly one of count, ratio and eigengap")
+    if eigengap:
+        k = eigengap_count(scores)
+    else:
+        k = count if count is not None else round(float(ratio) * n)  # type: ignore[arg-type]
     if not 0 <= k <= n:
         raise ValueError(f"the global layer count must be in [0, {n}], got {k}")
     order = sorted(range(n), key=lambda i: (-float(scores[i]), i))
     return sorted(order[:k])
+
+
+def gal_rule(config: Any) -> dict[str, Any]:
+    """``select_global_layers`` keywords for a FibecFedConfig: the gap rule or the ratio."""
+    return {"eigengap": True} if getattr(config, "gal_eigengap", False) else {"ratio": config.gal_ratio}

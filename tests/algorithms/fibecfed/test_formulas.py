@@ -115,3 +115,15 @@ def test_masked_rows_do_not_move():
         NeuronMask(layer, {"nope": torch.ones(3, dtype=torch.bool)})
     with pytest.raises(ValueError, match="bool mask"):
         NeuronMask(layer, {"weight": torch.ones(4, dtype=torch.bool)})
+
+
+def test_eigengap_count_by_hand():
+    from fedcore.algorithms.fibecfed.layers import eigengap_count
+
+    # sorted: 0.9, 0.8, 0.3, 0.25 -> gaps 0.1, 0.5, 0.05 -> keep 2
+    scores = torch.tensor([0.3, 0.9, 0.25, 0.8])
+    assert eigengap_count(scores) == 2
+    assert select_global_layers(scores, eigengap=True) == [1, 3]
+    assert eigengap_count(torch.tensor([1.0, 1.0, 1.0])) == 1  # no gap: the first k
+    with pytest.raises(ValueError, match="exactly one"):
+        select_global_layers(scores, ratio=0.5, eigengap=True)

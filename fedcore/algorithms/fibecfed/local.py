@@ -1,0 +1,111 @@
+"""FibecFed's client-side work, shared by the in-process simulation and the transport roles:
+building the (seeded) model and data, the initialization phase, one round of local training,
+evaluation."""
+
+from __future__ import annotations
+
+import torch
+from transformers import PreTrainedModel
+
+from fedcore.data import CharTokenizer, collate, dirichlet_partition, encode_example, make_instruction_task
+from fedcore.fisher import FisherAccumulator
+from fedcore.lora import inject_lora, load_lora_state, lora_parameters, lora_state
+from fedcore.model.tiny import tiny_causal_lm
+
+from .config import FibecFedConfig
+from .curriculum import order_by_difficulty
+from .layers import layer_output_sensitivity
+from .neurons import NeuronMask
+
+Batch = dict[str, torch.Tensor]
+State = dict[str, torch.Tensor]
+
+
+def layer_of(name: str) -> int:
+    """The decoder layer index in a LoRA parameter's name (``...layers.<i>....``)."""
+    return int(name.split("layers.")[1].split(".")[0])
+
+
+def build_setup(c: FibecFedConfig) -> tuple[PreTrainedModel, State, list[list[Batch]], list[Batch], list[int]]:
+    """(model with LoRA on q and v, its initial LoRA state, each client's training batches, each
+    client's evaluation batch, each client's example count n_k). Identical in every process for
+    the same config (seeded)."""
+    torch.manual_seed(c.seed)
+    tok = CharTokenizer()
+    model = tiny_causal_lm("llama", vocab_size=tok.vocab_size, hidden_size=c.hidden, num_layers=c.layers,
+                           seed=c.seed, initializer_range=0.1)  # fmt: skip
+    model.requires_grad_(False)
+    inject_lora(model.model.layers, targets=["q", "v"], r=c.lora_r, alpha=2.0 * c.lora_r)
+    start_state = {k: v.clone() for k, v in lora_state(model).items()}
+    pool = make_instruction_task(c.clients * (c.samples_per_client + 4), seed=c.seed)
+    parts = dirichlet_partition([ex.skill for ex in pool], c.clients, alpha=c.dirichlet_alpha, seed=c.seed,
+                                min_per_client=8)  # fmt: skip
+    train, evals = [], []
+    for idx in parts:
+        enc = [encode_example(tok, pool[i], max_len=48) for i in idx]
+        n_eval = max(1, len(enc) // 6)
+        evals.append(collate(enc[:n_eval], pad_id=tok.pad_id))
+        rest = enc[n_eval:]
+        train.append(
+            [collate(rest[i : i + c.batch_size], pad_id=tok.pad_id) for i in range(0, len(rest), c.batch_size)]
+        )
+    return model, start_state, train, evals, [len(p) for p in parts]
+
+
+def client_init(
+    model: PreTrainedModel, start_state: State, batches: list[Batch], c: FibecFedConfig
+) -> tuple[torch.Tensor, list[int], State]:
+    """The initialization phase on one client, from the common initial adapter: (layer
+    sensitivity (L,) averaged over its batches, batch order easiest first by the Fisher trace of
+    the first epoch, Fisher row sums with momentum per LoRA weight after ``fisher_epochs``)."""
+    load_lora_state(model, start_state)
+    layers = model.model.layers
+    sens = [layer_output_sensitivity(model, layers, b, gamma=c.gamma) for b in batches]
+    scores = torch.stack(sens).mean(0)
+    # the first T' epochs of local training, with the Fisher statistics collected on the way;
+    # the client then restarts from the common initial state (FedIT gets no such warm-up)
+    acc = FisherAccumulator(model, target="lora", stats=("trace", "rowsum"), grad_scale=c.batch_size)
+    opt = torch.optim.AdamW(lora_parameters(model).values(), lr=c.lr, weight_decay=0.0)
+    difficulty = []
+    for epoch in range(max(1, c.fisher_epochs)):
+        for batch in batches:
+            model(**batch).loss.backward()
+            if epoch == 0:
+                assert acc.scores is not None
+                difficulty.append(float(acc.scores.sum()))
+            acc.commit()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+    acc.remove()
+    return scores, order_by_difficulty(difficulty), {n: v.clone() for n, v in acc.fisher_rowsum.items()}
+
+
+def local_round(
+    model: torch.nn.Module, state: State, batches: list[Batch], masks: dict[str, torch.Tensor], c: FibecFedConfig
+) -> State:
+    """One pass of AdamW over ``batches`` from LoRA ``state`` with the rows outside ``masks`` (per
+    LoRA weight: the rows to update) frozen by gradient masking; returns the new LoRA state."""
+    load_lora_state(model, state)
+    opt = torch.optim.AdamW(lora_parameters(model).values(), lr=c.lr, weight_decay=0.0)
+    mask = NeuronMask(model, masks) if masks else None
+    for batch in batches:
+        model(**batch).loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    if mask is not None:
+        mask.remove()
+    return {n: v.clone() for n, v in lora_state(model).items()}
+
+
+def evaluate_state(model: torch.nn.Module, state: State, batch: Batch) -> tuple[int, int, int, int, float]:
+    """With LoRA ``state`` loaded: (exact answers, answers, correct answer tokens, answer tokens,
+    summed token loss) on ``batch`` under teacher forcing."""
+    load_lora_state(model, state)
+    with torch.no_grad():
+        out = model(**batch)
+    pred, target = out.logits[:, :-1].argmax(-1), batch["labels"][:, 1:]
+    scored = target != -100
+    ok = ((pred == target) | ~scored).all(dim=1) & scored.any(dim=1)
+    tokens = int(scored.sum())
+    hits = int(((pred == target) & scored).sum())
+    return int(ok.sum()), int(scored.any(dim=1).sum()), hits, tokens, float(out.loss) * tokens

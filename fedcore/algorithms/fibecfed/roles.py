@@ -1,0 +1,204 @@
+"""FibecFed and FedIT over a ``Link``: the same client-side work as the simulation
+(``local.client_init``, ``local.local_round``), with messages in between.
+
+Server: ``init`` to every client -> each returns its layer sensitivity (L,) -> the server
+aggregates them weighted by n_k and picks the GAL -> ``gal`` to every client. Round t: sample K
+clients; each gets ``round`` with the GAL parameters (tag ``gal_down``), trains its curriculum
+batches of round t with its neuron masks, and uploads only the GAL parameters (``gal_up``);
+FedAvg weighted by n_k. ``eval`` asks a client for its counts under its local layers + the
+global GAL parameters. FedIT: no init phase, every layer in the GAL, all batches in random order.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from transformers import PreTrainedModel
+
+from fedcore.aggregate import weighted_average
+from fedcore.transport import PeerTimeout
+
+from .config import FibecFedConfig
+from .curriculum import batches_in_round
+from .layers import aggregate_layer_scores, gal_rule, select_global_layers
+from .local import Batch, State, client_init, evaluate_state, layer_of, local_round
+from .neurons import top_neurons
+
+
+@dataclass
+class RoleRunResult:
+    """Per round: answer-token accuracy and exact match over the evaluated clients, uplink bytes
+    (GAL uploads as counted on the wire) and seconds; the GAL and the init phase's seconds."""
+
+    global_layers: list[int]
+    init_seconds: float
+    token_accuracy: list[float] = field(default_factory=list)
+    accuracy: list[float] = field(default_factory=list)
+    uplink_bytes: list[int] = field(default_factory=list)
+    round_seconds: list[float] = field(default_factory=list)
+
+
+class FibecFedClient:
+    """Client ``index``: its own copy of the model, its batches, its LoRA state across rounds."""
+
+    def __init__(
+        self,
+        link: Any,
+        model: PreTrainedModel,
+        start_state: State,
+        batches: list[Batch],
+        eval_batch: Batch,
+        size: int,
+        config: FibecFedConfig,
+        *,
+        index: int,
+    ):
+        self.link, self.model, self.batches, self.eval_batch = link, model, batches, eval_batch
+        self.size, self.c, self.index = size, config, index
+        self.state = dict(start_state)
+        self.start_state = start_state
+        self.order = list(range(len(batches)))
+        self.rows: State = {}
+        self.masks: State = {}
+        self.rng = random.Random(config.seed * 1009 + index)
+
+    def run(self) -> None:
+        while True:
+            msg = self.link.recv(None)
+            op, meta = msg.meta.get("op"), msg.meta
+            if op == "init":
+                scores, self.order, self.rows = client_init(self.model, self.start_state, self.batches, self.c)
+                self.link.send_to("server", {"scores": scores}, {"op": "init_done"}, tag="control")
+            elif op == "gal":
+                gal = set(meta["layers"])
+                if self.c.method == "fibecfed" and self.c.neuron_selection:
+                    self.masks = {n: top_neurons(r, self.c.rho) for n, r in self.rows.items() if layer_of(n) not in gal}
+            elif op == "round":
+                self.train_round(int(meta["round"]), dict(msg.tensors))
+            elif op == "eval":
+                state = {**self.state, **msg.tensors}
+                counts = evaluate_state(self.model, state, self.eval_batch)
+                self.link.send_to("server", {}, {"op": "eval_result", "counts": list(counts)}, tag="control")
+            elif op == "stop":
+                return
+            msg.release()
+
+    def train_round(self, t: int, global_state: State) -> None:
+        state = {**self.state, **global_state}
+        c = self.c
+        if c.method == "fedit" or not c.curriculum:
+            order = self.rng.sample(range(len(self.batches)), len(self.batches))
+            count = len(order)
+        else:
+            order = self.order
+            count = batches_in_round(t, c.rounds, self.size, c.batch_size, beta=c.beta, alpha=c.alpha, kind=c.pace)
+        self.state = local_round(self.model, state, [self.batches[i] for i in order[:count]], self.masks, c)
+        upload = {n: self.state[n] for n in global_state}
+        self.link.send_to("server", upload, {"op": "upload", "round": t}, tag="gal_up")
+
+
+class FibecFedServer:
+    """The server: init phase, GAL, rounds of K sampled clients, FedAvg of the GAL parameters."""
+
+    def __init__(self, link: Any, peers: list[str], sizes: list[int], start_state: State, config: FibecFedConfig):
+        self.link, self.peers, self.sizes, self.c = link, peers, sizes, config
+        self.start_state = start_state
+        self.rng = random.Random(config.seed)
+        self.timeout = 600.0
+
+    def _await(self, op: str, peers: set[str]) -> dict[str, Any]:
+        """One ``op`` message from each of ``peers`` (others are released: the protocol is
+        lock-step, so nothing else is due now)."""
+        got: dict[str, Any] = {}
+        deadline = time.monotonic() + self.timeout
+        while peers - set(got):
+            if time.monotonic() > deadline:
+                raise PeerTimeout(f"{len(peers - set(got))} clients did not send {op!r} within {self.timeout} s")
+            try:
+                msg = self.link.recv(1.0)
+            except PeerTimeout as exc:
+                if getattr(exc, "peer", None) in peers:
+                    raise
+                continue
+            if msg.meta.get("op") == op and msg.peer in peers:
+                got[msg.peer] = msg
+            else:
+                msg.release()
+        return got
+
+    def run(self) -> RoleRunResult:
+        c, n = self.c, len(self.peers)
+        t0 = time.perf_counter()
+        n_layers = 1 + max(layer_of(name) for name in self.start_state)
+        if c.method == "fedit":
+            gal = list(range(n_layers))
+        else:
+            for p in self.peers:
+                self.link.send_to(p, {}, {"op": "init"}, tag="control")
+            got = self._await("init_done", set(self.peers))
+            scores = [got[p].tensors["scores"] for p in self.peers]
+            gal = select_global_layers(aggregate_layer_scores(scores, self.sizes), **gal_rule(c))
+        for p in self.peers:
+            self.link.send_to(p, {}, {"op": "gal", "layers": gal}, tag="control")
+        result = RoleRunResult(global_layers=gal, init_seconds=time.perf_counter() - t0)
+        global_state = {k: v.clone() for k, v in self.start_state.items() if layer_of(k) in gal}
+        evaluated = self.peers[: min(c.eval_clients, n)]
+        for t in range(c.rounds):
+            t1 = time.perf_counter()
+            sampled = sorted(self.rng.sample(range(n), min(c.per_round, n)))
+            for k in sampled:
+                self.link.send_to(self.peers[k], global_state, {"op": "round", "round": t}, tag="gal_down")
+            got = self._await("upload", {self.peers[k] for k in sampled})
+            uploads = [got[self.peers[k]] for k in sampled]
+            global_state = weighted_average([m.tensors for m in uploads], [float(self.sizes[k]) for k in sampled])
+            result.uplink_bytes.append(sum(m.nbytes for m in uploads))
+            for p in evaluated:
+                self.link.send_to(p, global_state, {"op": "eval"}, tag="gal_down")
+            replies = self._await("eval_result", set(evaluated))  # one wait: a reply is never dropped
+            counts = [replies[p].meta["counts"] for p in evaluated]
+            sums = [sum(x[i] for x in counts) for i in range(5)]
+            result.accuracy.append(sums[0] / max(sums[1], 1))
+            result.token_accuracy.append(sums[2] / max(sums[3], 1))
+            result.round_seconds.append(time.perf_counter() - t1)
+        for p in self.peers:
+            self.link.send_to(p, {}, {"op": "stop"}, tag="control")
+        return result
+
+
+def run_roles_inprocess(config: FibecFedConfig) -> RoleRunResult:
+    """The roles with every client in a thread of this process, over an ``InProcessHub``."""
+    import copy
+    import threading
+
+    from fedcore.transport import InProcessHub
+
+    from .local import build_setup
+
+    model, start_state, train, evals, sizes = build_setup(config)
+    hub = InProcessHub()
+    server_link = hub.server()
+    clients = [
+        FibecFedClient(
+            hub.endpoint(f"client-{k}"),
+            copy.deepcopy(model),
+            start_state,
+            train[k],
+            evals[k],
+            sizes[k],
+            config,
+            index=k,
+        )
+        for k in range(config.clients)
+    ]
+    threads = [threading.Thread(target=cl.run, daemon=True) for cl in clients]
+    for th in threads:
+        th.start()
+    result = FibecFedServer(
+        server_link, [f"client-{k}" for k in range(config.clients)], sizes, start_state, config
+    ).run()
+    for th in threads:
+        th.join(30)
+    return result

@@ -1,0 +1,41 @@
+"""FibecFed / FedIT over a Link: in-process threads and real client processes (CURVE) run the
+simulation's own client code and reach the same GAL; uploads carry only the GAL parameters."""
+
+from __future__ import annotations
+
+import pytest
+
+from fedcore.algorithms.fibecfed import FibecFedConfig, run_fibecfed
+from fedcore.algorithms.fibecfed.local import build_setup, layer_of
+from fedcore.algorithms.fibecfed.roles import run_roles_inprocess
+from fedcore.runtime.config import TransportConfig
+from fedcore.runtime.launch_fibecfed import run_fibecfed_processes
+
+
+def config(**kw) -> FibecFedConfig:
+    base = dict(clients=3, per_round=2, rounds=2, eval_clients=2, samples_per_client=16, gal_ratio=0.5)
+    base.update(kw)
+    return FibecFedConfig(**base)
+
+
+def gal_bytes(c: FibecFedConfig, gal: list[int]) -> int:
+    _, start, _, _, _ = build_setup(c)
+    return sum(v.numel() * v.element_size() for n, v in start.items() if layer_of(n) in gal)
+
+
+@pytest.mark.parametrize("method", ["fibecfed", "fedit"])
+def test_inprocess_roles_match_the_simulation_gal_and_upload_only_it(method):
+    c = config(method=method)
+    roles = run_roles_inprocess(c)
+    sim = run_fibecfed(c)
+    assert roles.global_layers == sim.global_layers
+    assert len(roles.global_layers) == (2 if method == "fibecfed" else 4)
+    assert roles.uplink_bytes == [c.per_round * gal_bytes(c, roles.global_layers)] * c.rounds
+    assert len(roles.token_accuracy) == c.rounds and all(0.0 <= a <= 1.0 for a in roles.token_accuracy)
+
+
+def test_real_client_processes_over_curve():
+    c = config()
+    result = run_fibecfed_processes(c, TransportConfig(kind="zmq", curve=True, lease_s=30.0))
+    assert result.global_layers == run_fibecfed(c).global_layers
+    assert result.uplink_bytes == [c.per_round * gal_bytes(c, result.global_layers)] * c.rounds
