@@ -35,11 +35,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--per-round", type=int, default=10)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     runs = {}
     for name, switch in VARIANTS.items():
-        config = FibecFedConfig(clients=args.clients, per_round=args.per_round, rounds=args.rounds, **switch)
+        config = FibecFedConfig(
+            clients=args.clients, per_round=args.per_round, rounds=args.rounds, device=args.device, **switch
+        )
         runs[name] = run_fibecfed(config)
         r = runs[name]
         print(f"{name:<20} token acc {r.token_accuracy[-1]:.3f} exact {r.accuracy[-1]:.3f} "

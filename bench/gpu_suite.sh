@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks and benchmarks in one go, for a machine with torch/triton/transformers/peft but
 # no fedcore install (the lent H100). From the repo root:  bash bench/gpu_suite.sh OUTDIR [SUITES...]
-# SUITES: tests tests-quant quant_pack lora fisher overlap split bcd_runtime_1b (default: tests and the kernel
-# benches). pyzmq wheels in .whl/ are used.
+# SUITES: tests tests-quant quant_pack lora fisher overlap split bcd_runtime_1b fibecfed_gpu
+# (default: tests and the kernel benches). pyzmq wheels in .whl/ are used.
 set -u
 out=${1:?usage: gpu_suite.sh OUTDIR [SUITES...]}; shift
 suites=${*:-tests quant_pack lora fisher overlap split}
@@ -25,6 +25,7 @@ from fedcore.kernels.quant_pack_cuda import cuda_extension;print('csrc build:',c
              2>&1 | tee "$out/pytest.log" | grep -E "passed|failed|FAILED|Error" | tail -30 ;;
     bcd_runtime_1b) timeout 580 $py bench/bench_bcd_runtime.py --shape llama-3.2-1b --rounds 4 \
              --out "$out/bcd_runtime-h100.json" 2>&1 | tail -30 ;;
+    fibecfed_gpu) timeout 580 $py bench/bench_fibecfed.py --device cuda --out "$out/fibecfed-h100.json" 2>&1 | tail -30 ;;
     *) timeout 240 $py bench/bench_$s.py --out "$out/$s-h100.json" 2>&1 | tail -45 ;;
   esac
 done

@@ -112,10 +112,20 @@ class InProcessEndpoint:
         return self.send_to(SERVER, tensors, meta, step=step, codec=codec, tag=tag)
 
     def recv(self, timeout: float | None = None) -> Message:
+        """The next message; raises what was ``report``ed instead (as a socket endpoint raises a
+        peer's lease expiry)."""
         try:
-            return self.inbox.get(timeout=timeout)
+            item = self.inbox.get(timeout=timeout)
         except queue.Empty:
             raise PeerTimeout(f"no message within {timeout} s") from None
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    def report(self, error: Exception) -> None:
+        """Make the next ``recv`` raise ``error`` (e.g. ``PeerTimeout(peer=...)`` when the thread
+        behind a peer died: an in-process link has no lease to notice it)."""
+        self.inbox.put(error)
 
     def stats(self) -> dict[str, Any]:
         return {"sent": self.meter_out.snapshot(), "received": self.meter_in.snapshot()}

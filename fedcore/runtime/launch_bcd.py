@@ -84,8 +84,11 @@ def run_bcd_processes(
         )
         records = server.run()
         losses = conclude(server)
-        for p in procs:
-            p.wait(timeout=30)
+        for k in server.active:  # the ones that said bye; dropped ones were told to stop, or are dead
+            try:
+                procs[k].wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pass  # killed below
         stats = server_link.stats()
     finally:
         for p in procs:

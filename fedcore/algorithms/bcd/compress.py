@@ -92,6 +92,18 @@ def encode_download(
 def apply_download(params: Mapping[str, torch.Tensor], tensors: Mapping[str, torch.Tensor], kinds: dict) -> None:
     """Bring ``params`` (a client's model, or the server's mirror of it) up to date in place.
     Raises ``ValueError`` for a payload that does not fit ``params`` (names, shapes, indices)."""
+    if not isinstance(kinds, dict) or any(not isinstance(v, list) for v in kinds.values()):
+        raise ValueError("download kinds must map a kind to a list of parameter names")
+    missing = [
+        n
+        for kind, names in kinds.items()
+        if kind != "dropped"
+        for name in names
+        for n in ([name] if kind == "whole" else [name + SEP + "idx", name + SEP + "val"])
+        if n not in tensors
+    ]
+    if missing:
+        raise ValueError(f"download lacks tensors {missing[:3]}")
     for name in kinds.get("whole", []):
         _known(params, name)
         if tensors[name].shape != params[name].shape:
@@ -100,14 +112,15 @@ def apply_download(params: Mapping[str, torch.Tensor], tensors: Mapping[str, tor
     for kind in ("sparse", "rows"):
         for name in kinds.get(kind, []):
             _known(params, name)
-            idx, val = tensors[name + SEP + "idx"].long(), tensors[name + SEP + "val"]
             p = params[name]
+            idx = tensors[name + SEP + "idx"].to(p.device).long()
+            val = tensors[name + SEP + "val"].to(device=p.device, dtype=p.dtype)
             view = p.view(-1) if kind == "sparse" else (p.view(p.shape[0], -1) if p.dim() > 1 else p.view(-1, 1))
             if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= view.shape[0]):
                 raise ValueError(f"{name}: index out of range for {tuple(p.shape)}")
             if val.shape != (idx.numel(), *view.shape[1:]):
                 raise ValueError(f"{name}: values of shape {tuple(val.shape)} do not match {idx.numel()} indices")
-            view[idx] += val.to(p.dtype)
+            view[idx] += val
 
 
 def _known(params: Mapping[str, torch.Tensor], name: str) -> None:

@@ -59,8 +59,7 @@ class FedCyBGDServer(BCDServer):
             if losses:
                 record.train_loss = sum(w * x for w, x in losses) / sum(w for w, _ in losses)
             record.seconds = time.perf_counter() - start
-            if self.on_record is not None:
-                self.on_record(record)
+            self._report(record)
         return self.records
 
     def turn(self, r: int, i: int, updated: set[int], record: RoundRecord, losses: list) -> bool:

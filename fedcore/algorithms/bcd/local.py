@@ -51,7 +51,8 @@ def add_scaled_(params: Mapping[str, torch.Tensor], delta: Mapping[str, torch.Te
     device and dtype)."""
     for name, d in delta.items():
         p = params[name]
-        p.add_(d.to(device=p.device, dtype=p.dtype, non_blocking=True), alpha=scale)
+        # a synchronous copy: d may sit in a pinned receive buffer that is recycled right after
+        p.add_(d.to(device=p.device, dtype=p.dtype), alpha=scale)
 
 
 def subtract(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> ParamDict:

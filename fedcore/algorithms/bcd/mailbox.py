@@ -20,10 +20,13 @@ log = logging.getLogger("fedcore.bcd")
 
 class Mailbox:
     """Wraps a ``Link``; messages whose ``meta["op"]`` is in ``ignore``, or not in ``keep`` when
-    given, are released unread (a peer cannot fill the box with messages nobody asks for)."""
+    given, are released unread, and at most ``max_kept`` (0: no cap) unclaimed messages are held
+    (the oldest goes first): a peer cannot fill memory with messages nobody asks for."""
 
-    def __init__(self, link: Any, *, ignore: tuple[str, ...] = (), keep: tuple[str, ...] | None = None):
-        self.link, self.ignore, self.keep = link, ignore, keep
+    def __init__(
+        self, link: Any, *, ignore: tuple[str, ...] = (), keep: tuple[str, ...] | None = None, max_kept: int = 0
+    ):
+        self.link, self.ignore, self.keep, self.max_kept = link, ignore, keep, max_kept
         self._kept: list[Message] = []
         self._lock = threading.Lock()
 
@@ -69,6 +72,10 @@ class Mailbox:
                 if match(msg):
                     return msg
                 self._kept.append(msg)
+                if self.max_kept and len(self._kept) > self.max_kept:  # bounded: the oldest goes
+                    old = self._kept.pop(0)
+                    log.warning("bcd: dropped an unclaimed %r message from %s", old.meta.get("op"), old.peer)
+                    old.release()
 
     def discard(self, match: Callable[[Message], bool]) -> int:
         """Release every kept message for which ``match`` is true; returns how many."""

@@ -18,7 +18,7 @@ import torch
 from fedcore.data import CharTokenizer
 from fedcore.lora import inject_lora
 from fedcore.model import blocks as model_layers
-from fedcore.transport import InProcessHub
+from fedcore.transport import InProcessHub, PeerTimeout, TransportError
 
 from ..builders import ClientData, base_model, client_datasets, shuffled_epochs
 from .client import BlockClient
@@ -188,8 +188,9 @@ def run_inprocess(
     def serve(role: Any) -> None:
         try:
             role.run()
-        except BaseException as exc:  # surfaced after the run
+        except BaseException as exc:  # surfaced after the run; the server drops the client now
             errors.append(exc)
+            server_link.report(PeerTimeout(f"client thread failed: {exc!r}", peer=f"client-{role.index}"))
 
     threads = [threading.Thread(target=serve, args=(r,), daemon=True, name=f"bcd-client-{r.index}") for r in roles]
     for th in threads:
@@ -209,6 +210,13 @@ def run_inprocess(
     try:
         records = server.run()
         losses = conclude(server)
+    except BaseException:
+        for i in list(server.active):  # unblock the client threads
+            try:
+                server_link.send_to(f"client-{i}", {}, {"op": "stop"}, tag="control")
+            except TransportError:
+                pass
+        raise
     finally:
         for th in threads:
             th.join(timeout=60 if not errors else 1)

@@ -79,7 +79,13 @@ class BCDServer:
             raise ValueError(f"{len(samples)} sample counts for {len(peers)} clients")
         self.link, self.peers, self.params, self.blocks, self.config = link, peers, global_params, blocks, config
         self.samples = samples
-        self.mail = Mailbox(link, ignore=("hello",), keep=("delta", "eval_result", "bye"))
+        # at most a few messages per client are ever due at once (ParaBlock k > 1: k uploads)
+        self.mail = Mailbox(
+            link,
+            ignore=("hello",),
+            keep=("delta", "eval_result", "bye"),
+            max_kept=4 * len(peers) * (config.staleness + 1),
+        )
         self.timeline = timeline or Timeline(enabled=False)
         self.history = history
         self.on_record = on_record
@@ -96,25 +102,32 @@ class BCDServer:
 
     # ---- the loop
     def run(self) -> list[RoundRecord]:
-        """All rounds, then (ParaBlock) the final sync; returns the per-round records."""
-        started = None
+        """All rounds, then (ParaBlock) the final sync; returns the per-round records. A round's
+        ``seconds`` run from its plan to the next plan (FedBCD: to the end of its aggregate)."""
+        started = 0.0
         for t in range(self.config.rounds):
             now = time.perf_counter()
-            if started is not None:
+            if self.overlap and t >= 1:
                 self.records[-1].seconds = now - started
             started = now
             record = self.plan(t)
-            if self.overlap:
-                if t >= 1:
-                    self.finish_round(self.records[-2])
-            else:
+            if not self.overlap:
                 self.finish_round(record)
+                record.seconds = time.perf_counter() - started
+                self._report(record)
+            elif t >= 1:
+                self.finish_round(self.records[-2])
+                self._report(self.records[-2])
         if self.overlap and self.records:
+            self.records[-1].seconds = time.perf_counter() - started
             self.broadcast({}, {"op": "sync"}, tag="control")
             self.finish_round(self.records[-1])
-        if started is not None:
-            self.records[-1].seconds = time.perf_counter() - started
+            self._report(self.records[-1])
         return self.records
+
+    def _report(self, record: RoundRecord) -> None:
+        if self.on_record is not None:
+            self.on_record(record)
 
     def plan(self, t: int) -> RoundRecord:
         record = RoundRecord(t, self.schedule.block(t, self.scores), [])
@@ -148,8 +161,6 @@ class BCDServer:
             m.release()
         meta = {"op": "agg", "round": record.round, "block": record.block, "included": included}
         record.down_bytes += self.broadcast(delta, meta, tag="agg_down")
-        if self.on_record is not None:
-            self.on_record(record)
 
     # ---- pieces
     def weight(self, i: int) -> float:
@@ -230,6 +241,10 @@ class BCDServer:
             return
         self.active.remove(i)
         self.dropped[i] = why
+        try:  # best effort: a client that is still alive stops instead of waiting for rounds
+            self.link.send_to(self.peers[i], {}, {"op": "stop"}, tag="control")
+        except TransportError:
+            pass
         log.warning("bcd: client %d dropped (%s); %d clients go on", i, why, len(self.active))
         if not self.active:
             raise RuntimeError("every client has dropped out")

@@ -6,6 +6,7 @@ on one machine line up; the chart shows them relative to the earliest start.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -84,6 +85,8 @@ def timeline_records(tensor: torch.Tensor, who: str) -> list[dict[str, Any]]:
         return []
     out = []
     for kind, rnd, start, end in tensor.double().tolist():
+        if not all(math.isfinite(x) for x in (kind, rnd, start, end)):
+            continue
         if 0 <= kind < len(KINDS) and kind == int(kind) and start <= end:
             out.append({"who": who, "kind": KINDS[int(kind)], "round": int(rnd), "start": start, "end": end})
     return out

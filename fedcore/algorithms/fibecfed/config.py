@@ -32,6 +32,9 @@ class FibecFedConfig:
     hidden: int = 64
     dirichlet_alpha: float = 1.0
     seed: int = 0
+    device: str = (
+        "cpu"  # cpu | cuda: where the model and batches live (the Fisher statistics use the fused kernels on cuda)
+    )
 
     def __post_init__(self) -> None:
         if self.method not in ("fibecfed", "fedit"):
@@ -40,3 +43,5 @@ class FibecFedConfig:
             raise ValueError("need 0 < per_round <= clients and 0 < eval_clients <= clients")
         if not 0.0 <= self.gal_ratio <= 1.0 or not 0.0 <= self.rho <= 1.0:
             raise ValueError("gal_ratio and rho must be in [0, 1]")
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")

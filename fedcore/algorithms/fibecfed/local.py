@@ -5,6 +5,7 @@ evaluation."""
 from __future__ import annotations
 
 import torch
+from torch import nn
 from transformers import PreTrainedModel
 
 from fedcore.data import CharTokenizer, collate, dirichlet_partition, encode_example, make_instruction_task
@@ -36,6 +37,7 @@ def build_setup(c: FibecFedConfig) -> tuple[PreTrainedModel, State, list[list[Ba
                            seed=c.seed, initializer_range=0.1)  # fmt: skip
     model.requires_grad_(False)
     inject_lora(model.model.layers, targets=["q", "v"], r=c.lora_r, alpha=2.0 * c.lora_r)
+    nn.Module.to(model, c.device)  # (transformers types its own .to for dtypes only)
     start_state = {k: v.clone() for k, v in lora_state(model).items()}
     pool = make_instruction_task(c.clients * (c.samples_per_client + 4), seed=c.seed)
     parts = dirichlet_partition([ex.skill for ex in pool], c.clients, alpha=c.dirichlet_alpha, seed=c.seed,
@@ -44,12 +46,19 @@ def build_setup(c: FibecFedConfig) -> tuple[PreTrainedModel, State, list[list[Ba
     for idx in parts:
         enc = [encode_example(tok, pool[i], max_len=48) for i in idx]
         n_eval = max(1, len(enc) // 6)
-        evals.append(collate(enc[:n_eval], pad_id=tok.pad_id))
+        evals.append(_to(collate(enc[:n_eval], pad_id=tok.pad_id), c.device))
         rest = enc[n_eval:]
         train.append(
-            [collate(rest[i : i + c.batch_size], pad_id=tok.pad_id) for i in range(0, len(rest), c.batch_size)]
+            [
+                _to(collate(rest[i : i + c.batch_size], pad_id=tok.pad_id), c.device)
+                for i in range(0, len(rest), c.batch_size)
+            ]
         )
     return model, start_state, train, evals, [len(p) for p in parts]
+
+
+def _to(batch: Batch, device: str) -> Batch:
+    return batch if device == "cpu" else {k: v.to(device) for k, v in batch.items()}
 
 
 def client_init(

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from transformers import PreTrainedModel
 
 from fedcore.aggregate import weighted_average
@@ -71,7 +72,7 @@ class FibecFedClient:
             op, meta = msg.meta.get("op"), msg.meta
             if op == "init":
                 scores, self.order, self.rows = client_init(self.model, self.start_state, self.batches, self.c)
-                self.link.send_to("server", {"scores": scores}, {"op": "init_done"}, tag="control")
+                self.link.send_to("server", {"scores": scores.cpu()}, {"op": "init_done"}, tag="control")
             elif op == "gal":
                 gal = set(meta["layers"])
                 if self.c.method == "fibecfed" and self.c.neuron_selection:
@@ -96,7 +97,7 @@ class FibecFedClient:
             order = self.order
             count = batches_in_round(t, c.rounds, self.size, c.batch_size, beta=c.beta, alpha=c.alpha, kind=c.pace)
         self.state = local_round(self.model, state, [self.batches[i] for i in order[:count]], self.masks, c)
-        upload = {n: self.state[n] for n in global_state}
+        upload = {n: self.state[n].cpu() for n in global_state}  # the wire takes host tensors
         self.link.send_to("server", upload, {"op": "upload", "round": t}, tag="gal_up")
 
 
@@ -109,7 +110,7 @@ class FibecFedServer:
         self.rng = random.Random(config.seed)
         self.timeout = 600.0
 
-    def _await(self, op: str, peers: set[str]) -> dict[str, Any]:
+    def _await(self, op: str, peers: set[str], rnd: int | None = None) -> dict[str, Any]:
         """One ``op`` message from each of ``peers`` (others are released: the protocol is
         lock-step, so nothing else is due now)."""
         got: dict[str, Any] = {}
@@ -123,10 +124,11 @@ class FibecFedServer:
                 if getattr(exc, "peer", None) in peers:
                     raise
                 continue
-            if msg.meta.get("op") == op and msg.peer in peers:
-                got[msg.peer] = msg
-            else:
-                msg.release()
+            if msg.meta.get("op") == op and msg.peer in peers and msg.peer not in got:
+                if rnd is None or msg.meta.get("round") == rnd:
+                    got[msg.peer] = msg
+                    continue
+            msg.release()
         return got
 
     def run(self) -> RoleRunResult:
@@ -139,8 +141,11 @@ class FibecFedServer:
             for p in self.peers:
                 self.link.send_to(p, {}, {"op": "init"}, tag="control")
             got = self._await("init_done", set(self.peers))
-            scores = [got[p].tensors["scores"] for p in self.peers]
-            gal = select_global_layers(aggregate_layer_scores(scores, self.sizes), **gal_rule(c))
+            ok = [k for k, p in enumerate(self.peers) if _finite_vector(got[p].tensors.get("scores"), n_layers)]
+            if not ok:
+                raise RuntimeError("no client sent usable layer scores")
+            scores = [got[self.peers[k]].tensors["scores"] for k in ok]
+            gal = select_global_layers(aggregate_layer_scores(scores, [self.sizes[k] for k in ok]), **gal_rule(c))
         for p in self.peers:
             self.link.send_to(p, {}, {"op": "gal", "layers": gal}, tag="control")
         result = RoleRunResult(global_layers=gal, init_seconds=time.perf_counter() - t0)
@@ -151,14 +156,19 @@ class FibecFedServer:
             sampled = sorted(self.rng.sample(range(n), min(c.per_round, n)))
             for k in sampled:
                 self.link.send_to(self.peers[k], global_state, {"op": "round", "round": t}, tag="gal_down")
-            got = self._await("upload", {self.peers[k] for k in sampled})
-            uploads = [got[self.peers[k]] for k in sampled]
-            global_state = weighted_average([m.tensors for m in uploads], [float(self.sizes[k]) for k in sampled])
+            got = self._await("upload", {self.peers[k] for k in sampled}, rnd=t)
+            kept = [k for k in sampled if _fits(got[self.peers[k]].tensors, global_state)]  # others left out
+            uploads = [got[self.peers[k]] for k in kept]
+            if uploads:
+                global_state = weighted_average([m.tensors for m in uploads], [float(self.sizes[k]) for k in kept])
             result.uplink_bytes.append(sum(m.nbytes for m in uploads))
             for p in evaluated:
                 self.link.send_to(p, global_state, {"op": "eval"}, tag="gal_down")
             replies = self._await("eval_result", set(evaluated))  # one wait: a reply is never dropped
-            counts = [replies[p].meta["counts"] for p in evaluated]
+            counts = [replies[p].meta.get("counts") for p in evaluated]
+            counts = [
+                x for x in counts if isinstance(x, list) and len(x) == 5 and all(isinstance(v, (int, float)) for v in x)
+            ]
             sums = [sum(x[i] for x in counts) for i in range(5)]
             result.accuracy.append(sums[0] / max(sums[1], 1))
             result.token_accuracy.append(sums[2] / max(sums[3], 1))
@@ -166,6 +176,20 @@ class FibecFedServer:
         for p in self.peers:
             self.link.send_to(p, {}, {"op": "stop"}, tag="control")
         return result
+
+
+def _finite_vector(t: Any, n: int) -> bool:
+    return isinstance(t, torch.Tensor) and t.shape == (n,) and t.is_floating_point() and bool(torch.isfinite(t).all())
+
+
+def _fits(upload: dict[str, torch.Tensor], reference: State) -> bool:
+    """An upload FedAvg can use: exactly the GAL parameters, their shapes and dtypes, finite."""
+    return set(upload) == set(reference) and all(
+        upload[n].shape == reference[n].shape
+        and upload[n].dtype == reference[n].dtype
+        and bool(torch.isfinite(upload[n]).all())
+        for n in reference
+    )
 
 
 def run_roles_inprocess(config: FibecFedConfig) -> RoleRunResult:

@@ -89,3 +89,13 @@ def test_bad_payload_is_refused():
         apply_download(
             params, {"b0.w|idx": torch.tensor([99], dtype=torch.int32), "b0.w|val": torch.ones(1)}, {"sparse": ["b0.w"]}
         )
+
+
+def test_payload_missing_tensors_is_refused():
+    params = _model(0)
+    with pytest.raises(ValueError, match="lacks"):
+        apply_download(params, {}, {"whole": ["b0.w"]})
+    with pytest.raises(ValueError, match="lacks"):
+        apply_download(params, {"b0.w|idx": torch.tensor([0], dtype=torch.int32)}, {"sparse": ["b0.w"]})
+    with pytest.raises(ValueError, match="kinds"):
+        apply_download(params, {}, {"whole": "b0.w"})

@@ -108,3 +108,22 @@ def test_a_malformed_upload_is_refused_and_the_run_goes_on():
     assert [r.included for r in result.records] == [[0, 1, 2], [1, 2], [0, 1, 2], [0, 1, 2]]
     assert all(bool(torch.isfinite(p).all()) for p in result.final_params.values())
     assert not result.dropped
+
+
+class CrashingClient(BlockClient):
+    def compute(self, t, block):
+        if t == LATE_ROUND:
+            raise RuntimeError("boom")
+        return super().compute(t, block)
+
+
+def test_a_crashed_client_thread_is_dropped_at_once_and_reported():
+    def factory(config, link, trainer, index, **kw):
+        if index == 1:
+            return CrashingClient(link, trainer, index=index, eta=config.eta, staleness=0, **kw)
+        return make_client(config, link, trainer, index, **kw)
+
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match="a client failed"):
+        run_bcd(config("fedbcd", round_timeout_s=600.0), client_factory=factory)
+    assert time.monotonic() - start < 120  # not the 600 s round timeout

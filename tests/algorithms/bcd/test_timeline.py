@@ -39,3 +39,12 @@ def test_parablock_run_overlaps_and_plots(tmp_path):
     assert overlap_seconds(result.timeline, "client 0", "compute", "comm") > 0
     plot_timeline(result.timeline, tmp_path / "gantt.png")
     assert (tmp_path / "gantt.png").stat().st_size > 5000
+
+
+def test_non_finite_rows_from_a_peer_are_skipped():
+    import torch
+
+    bad = torch.tensor([[0.0, float("nan"), 1.0, 2.0], [1.0, 0.0, float("inf"), 3.0], [0.0, 1.0, 1.0, 2.0]])
+    assert timeline_records(bad, "client 9") == [
+        {"who": "client 9", "kind": "compute", "round": 1, "start": 1.0, "end": 2.0}
+    ]
