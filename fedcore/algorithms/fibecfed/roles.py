@@ -11,6 +11,7 @@ global GAL parameters. FedIT: no init phase, every layer in the GAL, all batches
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from dataclasses import dataclass, field
@@ -20,13 +21,15 @@ import torch
 from transformers import PreTrainedModel
 
 from fedcore.aggregate import weighted_average
-from fedcore.transport import PeerTimeout
+from fedcore.transport import PeerTimeout, TransportError
 
 from .config import FibecFedConfig
 from .curriculum import batches_in_round
 from .layers import aggregate_layer_scores, gal_rule, select_global_layers
 from .local import Batch, State, client_init, evaluate_state, layer_of, local_round
 from .neurons import top_neurons
+
+log = logging.getLogger("fedcore.fibecfed")
 
 
 @dataclass
@@ -40,6 +43,7 @@ class RoleRunResult:
     accuracy: list[float] = field(default_factory=list)
     uplink_bytes: list[int] = field(default_factory=list)
     round_seconds: list[float] = field(default_factory=list)
+    dropped: dict[int, str] = field(default_factory=dict)  # client index -> why it left the run
 
 
 class FibecFedClient:
@@ -109,22 +113,40 @@ class FibecFedServer:
         self.start_state = start_state
         self.rng = random.Random(config.seed)
         self.timeout = 600.0
+        self.active = set(peers)  # a client whose lease runs out (or whose send fails) leaves the run
+        self.dropped: dict[str, str] = {}
+
+    def _drop(self, peer: str, why: str) -> None:
+        if peer in self.active:
+            self.active.discard(peer)
+            self.dropped[peer] = why
+            log.warning("fibecfed: client %s dropped (%s); %d go on", peer, why, len(self.active))
+            if not self.active:
+                raise RuntimeError("every client has dropped out")
+
+    def _send(self, peer: str, tensors: State, meta: dict[str, Any], tag: str) -> None:
+        try:
+            self.link.send_to(peer, tensors, meta, tag=tag)
+        except TransportError as exc:
+            self._drop(peer, f"send failed: {exc}")
 
     def _await(self, op: str, peers: set[str], rnd: int | None = None) -> dict[str, Any]:
         """One ``op`` message from each of ``peers`` (others are released: the protocol is
         lock-step, so nothing else is due now)."""
         got: dict[str, Any] = {}
         deadline = time.monotonic() + self.timeout
-        while peers - set(got):
+        while (peers & self.active) - set(got):
             if time.monotonic() > deadline:
-                raise PeerTimeout(f"{len(peers - set(got))} clients did not send {op!r} within {self.timeout} s")
+                for p in (peers & self.active) - set(got):
+                    self._drop(p, f"no {op!r} within {self.timeout} s")
+                break
             try:
                 msg = self.link.recv(1.0)
             except PeerTimeout as exc:
-                if getattr(exc, "peer", None) in peers:
-                    raise
+                if getattr(exc, "peer", None) is not None:
+                    self._drop(exc.peer, str(exc))  # type: ignore[attr-defined]
                 continue
-            if msg.meta.get("op") == op and msg.peer in peers and msg.peer not in got:
+            if msg.meta.get("op") == op and msg.peer in peers & self.active and msg.peer not in got:
                 if rnd is None or msg.meta.get("round") == rnd:
                     got[msg.peer] = msg
                     continue
@@ -139,33 +161,41 @@ class FibecFedServer:
             gal = list(range(n_layers))
         else:
             for p in self.peers:
-                self.link.send_to(p, {}, {"op": "init"}, tag="control")
+                self._send(p, {}, {"op": "init"}, tag="control")
             got = self._await("init_done", set(self.peers))
-            ok = [k for k, p in enumerate(self.peers) if _finite_vector(got[p].tensors.get("scores"), n_layers)]
+            ok = [
+                k
+                for k, p in enumerate(self.peers)
+                if p in got and _finite_vector(got[p].tensors.get("scores"), n_layers)
+            ]
             if not ok:
                 raise RuntimeError("no client sent usable layer scores")
             scores = [got[self.peers[k]].tensors["scores"] for k in ok]
             gal = select_global_layers(aggregate_layer_scores(scores, [self.sizes[k] for k in ok]), **gal_rule(c))
-        for p in self.peers:
-            self.link.send_to(p, {}, {"op": "gal", "layers": gal}, tag="control")
+        for p in sorted(self.active):
+            self._send(p, {}, {"op": "gal", "layers": gal}, tag="control")
         result = RoleRunResult(global_layers=gal, init_seconds=time.perf_counter() - t0)
         global_state = {k: v.clone() for k, v in self.start_state.items() if layer_of(k) in gal}
         evaluated = self.peers[: min(c.eval_clients, n)]
         for t in range(c.rounds):
             t1 = time.perf_counter()
-            sampled = sorted(self.rng.sample(range(n), min(c.per_round, n)))
+            alive = [k for k in range(n) if self.peers[k] in self.active]
+            sampled = sorted(self.rng.sample(alive, min(c.per_round, len(alive))))
             for k in sampled:
-                self.link.send_to(self.peers[k], global_state, {"op": "round", "round": t}, tag="gal_down")
+                self._send(self.peers[k], global_state, {"op": "round", "round": t}, tag="gal_down")
             got = self._await("upload", {self.peers[k] for k in sampled}, rnd=t)
-            kept = [k for k in sampled if _fits(got[self.peers[k]].tensors, global_state)]  # others left out
+            kept = [  # late, dropped or malformed uploads are left out of this round's average
+                k for k in sampled if self.peers[k] in got and _fits(got[self.peers[k]].tensors, global_state)
+            ]
             uploads = [got[self.peers[k]] for k in kept]
             if uploads:
                 global_state = weighted_average([m.tensors for m in uploads], [float(self.sizes[k]) for k in kept])
             result.uplink_bytes.append(sum(m.nbytes for m in uploads))
-            for p in evaluated:
-                self.link.send_to(p, global_state, {"op": "eval"}, tag="gal_down")
-            replies = self._await("eval_result", set(evaluated))  # one wait: a reply is never dropped
-            counts = [replies[p].meta.get("counts") for p in evaluated]
+            asked = [p for p in evaluated if p in self.active]
+            for p in asked:
+                self._send(p, global_state, {"op": "eval"}, tag="gal_down")
+            replies = self._await("eval_result", set(asked))  # one wait: a reply is never dropped
+            counts = [replies[p].meta.get("counts") for p in asked if p in replies]
             counts = [
                 x for x in counts if isinstance(x, list) and len(x) == 5 and all(isinstance(v, (int, float)) for v in x)
             ]
@@ -173,8 +203,9 @@ class FibecFedServer:
             result.accuracy.append(sums[0] / max(sums[1], 1))
             result.token_accuracy.append(sums[2] / max(sums[3], 1))
             result.round_seconds.append(time.perf_counter() - t1)
-        for p in self.peers:
-            self.link.send_to(p, {}, {"op": "stop"}, tag="control")
+        for p in sorted(self.active):
+            self._send(p, {}, {"op": "stop"}, tag="control")
+        result.dropped = {self.peers.index(p): why for p, why in self.dropped.items()}
         return result
 
 
@@ -192,8 +223,9 @@ def _fits(upload: dict[str, torch.Tensor], reference: State) -> bool:
     )
 
 
-def run_roles_inprocess(config: FibecFedConfig) -> RoleRunResult:
-    """The roles with every client in a thread of this process, over an ``InProcessHub``."""
+def run_roles_inprocess(config: FibecFedConfig, *, client_cls: type = FibecFedClient) -> RoleRunResult:
+    """The roles with every client in a thread of this process, over an ``InProcessHub``
+    (``client_cls``: a FibecFedClient subclass, e.g. to inject faults in tests)."""
     import copy
     import threading
 
@@ -205,7 +237,7 @@ def run_roles_inprocess(config: FibecFedConfig) -> RoleRunResult:
     hub = InProcessHub()
     server_link = hub.server()
     clients = [
-        FibecFedClient(
+        client_cls(
             hub.endpoint(f"client-{k}"),
             copy.deepcopy(model),
             start_state,
@@ -217,7 +249,14 @@ def run_roles_inprocess(config: FibecFedConfig) -> RoleRunResult:
         )
         for k in range(config.clients)
     ]
-    threads = [threading.Thread(target=cl.run, daemon=True) for cl in clients]
+
+    def serve(client: FibecFedClient) -> None:
+        try:
+            client.run()
+        except Exception as exc:  # noqa: BLE001 - the server drops the client, as a lease expiry would
+            server_link.report(PeerTimeout(f"client thread failed: {exc!r}", peer=f"client-{client.index}"))
+
+    threads = [threading.Thread(target=serve, args=(cl,), daemon=True) for cl in clients]
     for th in threads:
         th.start()
     result = FibecFedServer(

@@ -39,3 +39,20 @@ def test_real_client_processes_over_curve():
     result = run_fibecfed_processes(c, TransportConfig(kind="zmq", curve=True, lease_s=30.0))
     assert result.global_layers == run_fibecfed(c).global_layers
     assert result.uplink_bytes == [c.per_round * gal_bytes(c, result.global_layers)] * c.rounds
+
+
+def test_a_client_that_fails_leaves_the_run_and_the_rest_finish():
+    from fedcore.algorithms.fibecfed.roles import FibecFedClient
+
+    class Failing(FibecFedClient):
+        def train_round(self, t, global_state):
+            if self.index == 0 and t == 1:
+                raise RuntimeError("boom")
+            super().train_round(t, global_state)
+
+    c = config(clients=3, per_round=3, rounds=3)
+    result = run_roles_inprocess(c, client_cls=Failing)
+    assert set(result.dropped) == {0}
+    assert len(result.token_accuracy) == 3
+    one = gal_bytes(c, result.global_layers)
+    assert result.uplink_bytes == [3 * one, 2 * one, 2 * one]
