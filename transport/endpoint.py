@@ -483,7 +483,10 @@ class Endpoint(ABC):
                 )
                 continue
             if peer.incoming is not None and now - peer.incoming.touched > lease:
-                self._refuse(peer, peer.route, ProtocolError(f"transfer stalled for {lease} s"), peer.sock)
+                # most often a connection that died mid-transfer (a killed process): forget the
+                # transfer and the peer, but do not ban its key, or its restarted process (same
+                # key) would be ignored for ban_s
+                self._refuse(peer, peer.route, ProtocolError(f"transfer stalled for {lease} s"), peer.sock, ban=False)
                 continue
             if now - peer.last_seen > lease and not paused:
                 self._drop_peer(
@@ -523,8 +526,11 @@ class Endpoint(ABC):
             self.buffers.give(peer.incoming.buffer)
             peer.incoming = None
 
-    def _refuse(self, peer: Peer | None, route: bytes | None, err: Exception, sock: zmq.Socket) -> None:
-        """A peer broke the protocol or auth: tell it (best effort), forget it, ignore it a while."""
+    def _refuse(
+        self, peer: Peer | None, route: bytes | None, err: Exception, sock: zmq.Socket, *, ban: bool = True
+    ) -> None:
+        """A peer broke the protocol or auth: tell it (best effort), forget it, ignore it a while
+        (``ban``: ``ban_s``)."""
         pid = peer.pid if peer else (route.hex() if route else "?")
         self.errors.append((pid, str(err)))
         frames = [
@@ -538,7 +544,7 @@ class Endpoint(ABC):
             pass
         if peer is not None:
             self._drop_peer(peer, None)
-        if self.options.ban_s > 0:
+        if ban and self.options.ban_s > 0:
             until = time.monotonic() + self.options.ban_s
             if route is not None:
                 self._banned[route] = until

@@ -105,11 +105,14 @@ def run_split_processes(
     on_step: Callable[[StepReport], None] | None = None,
     keys_dir: Path | None = None,
     on_spawn: Callable[[list[subprocess.Popen]], None] | None = None,
+    on_server: Callable[[str], None] | None = None,
 ) -> SplitRunResult:
     """Run ``config`` with the server here and ``train.clients`` client processes.
 
     ``on_spawn`` gets the client processes once started (e.g. to kill one and watch the run go
-    on: a client silent for ``transport.lease_s`` is dropped; ``extra["dropped"]`` says who and why)."""
+    on: a client silent for ``transport.lease_s`` is dropped; ``extra["dropped"]`` says who and why);
+    ``on_server`` gets the server's address (e.g. to start a killed client again with its key files
+    in ``keys_dir``: it rejoins at the next round; ``extra["rejoined"]`` says who and when)."""
     t0 = time.perf_counter()
     tokenizer = CharTokenizer()
     data = build_client_data(config, tokenizer)
@@ -120,6 +123,8 @@ def run_split_processes(
         tmp = tempfile.TemporaryDirectory(prefix="fedcore-keys-")
         keys_dir = Path(tmp.name)
     server, key_args = open_server(config.transport, n, keys_dir)
+    if on_server is not None:
+        on_server(server.address)
     procs = [spawn_client(config_to_dict(config), k, server.address, *key_args[k]) for k in range(n)]
     if on_spawn is not None:
         on_spawn(procs)
@@ -133,6 +138,7 @@ def run_split_processes(
             p.wait(timeout=30)
         stats = server.stats()
         dropped = {peers.index(p): why for p, why in role.dropped.items()}
+        rejoined = {peers.index(p): rnd for p, rnd in role.rejoined.items()}
     finally:
         for p in procs:
             if p.poll() is None:
@@ -153,6 +159,7 @@ def run_split_processes(
             "skills": [d.skills for d in data],
             "transport": "zmq+curve" if config.transport.curve else "zmq",
             "dropped": dropped,
+            "rejoined": rejoined,
         },
     )
 

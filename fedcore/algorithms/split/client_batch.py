@@ -29,6 +29,7 @@ class ClientBatchServerRole(SplitServerRole):
         result = SplitServerResult(eval_start=self.evaluate(), eval_end=[])
         step = 0
         for rnd in range(rounds):
+            self.readmit(rnd)
             done = 0
             while done < local_steps:
                 chunk = min(period, local_steps - done)
@@ -109,8 +110,8 @@ class ClientBatchServerRole(SplitServerRole):
                 if not self.drop_if_gone(exc):
                     raise
                 continue
-            if msg.peer not in self.active:
-                continue  # a late message from a dropped client
+            if self.note_hello(msg) or msg.peer not in self.active:
+                continue  # a returning client's hello, or a late message from a dropped client
             if msg.meta.get("op") != op or msg.peer in got:
                 raise RuntimeError(f"expected '{op}' from every client, got '{msg.meta.get('op')}' from {msg.peer}")
             got[msg.peer] = msg

@@ -62,6 +62,7 @@ class HierarchicalServerRole(SplitServerRole):
         step = 0
         try:
             for rnd in range(rounds):
+                self.readmit(rnd)
                 done = 0
                 while done < local_steps:
                     chunk = min(period, local_steps - done)
@@ -111,8 +112,8 @@ class HierarchicalServerRole(SplitServerRole):
                 if time.monotonic() >= deadline:
                     raise
                 continue
-            if msg.peer not in self.active:
-                continue  # a late message from a dropped client
+            if self.note_hello(msg) or msg.peer not in self.active:
+                continue  # a returning client's hello, or a late message from a dropped client
             deadline = time.monotonic() + self.timeout
             op = msg.meta.get("op")
             if op in ("fwd", "bwd") and msg.peer in inboxes:

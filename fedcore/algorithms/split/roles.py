@@ -233,6 +233,9 @@ class SplitServerRole:
         self._gen_caches: dict[str, Any] = {}
         self.active = list(clients)  # clients still in the run; one whose lease runs out is dropped
         self.dropped: dict[str, str] = {}  # peer -> why
+        self.rejoined: dict[str, int] = {}  # peer -> the round it came back at
+        self._rejoining: set[str] = set()
+        self._last_avg: dict[str, torch.Tensor] = {}  # the latest head/tail LoRA average
 
     def run(self, *, rounds: int, local_steps: int, avg_period: int = 0) -> SplitServerResult:
         """Sequential mode: each client in turn trains ``local_steps``; head/tail LoRA is averaged
@@ -241,6 +244,7 @@ class SplitServerRole:
         result = SplitServerResult(eval_start=self.evaluate(), eval_end=[])
         step = 0
         for rnd in range(rounds):
+            self.readmit(rnd)
             for k, peer in enumerate(self.clients):  # sequential: one client's turn at a time
                 if peer not in self.active:
                     continue
@@ -295,6 +299,44 @@ class SplitServerRole:
             raise RuntimeError("every client has dropped out") from exc
         return True
 
+    def note_hello(self, msg: Any) -> bool:
+        """True (and the message released) for a ``hello``: from a dropped client it means its
+        process came back (same key, so the same peer id), and it rejoins at the next round."""
+        if msg.meta.get("op") != "hello":
+            return False
+        if msg.peer in self.dropped:
+            self._rejoining.add(msg.peer)
+            log.warning("split: client %s is back; it rejoins at the next round", msg.peer)
+        msg.release()
+        return True
+
+    def readmit(self, rnd: int) -> None:
+        """At the start of round ``rnd``: every dropped client that said hello again is back in
+        the run, with the current head/tail LoRA average (its optimizer and schedule restart)."""
+        while True:  # hellos already waiting; between rounds nothing else is due
+            try:
+                msg = self.link.recv(0.05)
+            except PeerTimeout as exc:
+                if getattr(exc, "peer", None) is None:
+                    break
+                if not self.drop_if_gone(exc) and exc.peer not in self.dropped:  # type: ignore[attr-defined]
+                    raise
+                continue
+            if not self.note_hello(msg):
+                log.warning("split: ignored '%s' from %s between rounds", msg.meta.get("op"), msg.peer)
+                msg.release()
+        for peer in [p for p in self.clients if p in self._rejoining and p in self.dropped]:
+            del self.dropped[peer]
+            self.active = [p for p in self.clients if p in self.active or p == peer]
+            try:
+                self.link.send_to(peer, self._last_avg, {"op": "load"}, tag="lora_down")
+                self._serve_until(peer, "loaded")
+                self.rejoined[peer] = rnd
+            except (PeerTimeout, TransportError) as exc:
+                if not self.drop_if_gone(exc, peer):
+                    raise
+        self._rejoining.clear()
+
     def serve_inference(self, peers: list[str] | None = None) -> None:
         """Answer split-inference requests (``gen_fwd``) until each of ``peers`` (default: every
         client) sends ``gen_done``; the body's KV cache per client is dropped then."""
@@ -332,6 +374,7 @@ class SplitServerRole:
         peers = [p for p in self.clients if p in states and p in self.active]
         weights = [self.weights[self.clients.index(p)] for p in peers]
         avg = weighted_average([states[p] for p in peers], weights)
+        self._last_avg = avg
         for peer in peers:
             self.link.send_to(peer, avg, {"op": "load"}, tag="lora_down")
         loaded: set[str] = set()
@@ -354,6 +397,8 @@ class SplitServerRole:
         served = 0
         while True:
             msg = self.link.recv(self.timeout)
+            if self.note_hello(msg):
+                continue
             if msg.peer in self.dropped:  # a late message from a client already dropped: ignored
                 msg.release()
                 continue
