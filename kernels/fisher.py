@@ -25,6 +25,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .interpreter import launch_guard
+
 # Tile sizes: 32x32 output tiles and 32-token chunks keep the interpreter fast at CI sizes and
 # satisfy tl.dot's >= 16 rule; GPU tuning awaits a GPU run (bench/bench_fisher.py).
 BLOCK_O, BLOCK_I, BLOCK_T = 32, 32, 32
@@ -125,16 +127,17 @@ def persample_sqgrad(
     target = out if out is not None else torch.empty(d_out, d_in, dtype=dtype, device=x.device)
     m = mask.to(x.device) if mask is not None else x  # any tensor: unused without HAS_MASK
     grid = (triton.cdiv(d_out, BLOCK_O), triton.cdiv(d_in, BLOCK_I))
-    _sqgrad_kernel[grid](
-        x, g, m, target, batch, steps, d_in, d_out,
-        x.stride(0), x.stride(1), x.stride(2), g.stride(0), g.stride(1), g.stride(2),
-        m.stride(0) if mask is not None else 0, m.stride(1) if mask is not None else 0,
-        float(momentum or 0.0),
-        HAS_MASK=mask is not None, MOMENTUM=momentum is not None,
-        ACC=tl.float64 if dtype == torch.float64 else tl.float32,
-        HALF_DOT=x.is_cuda and x.dtype == g.dtype and x.dtype in (torch.float16, torch.bfloat16),
-        BO=BLOCK_O, BI=BLOCK_I, BT=BLOCK_T,
-    )  # fmt: skip
+    with launch_guard(x):
+        _sqgrad_kernel[grid](
+            x, g, m, target, batch, steps, d_in, d_out,
+            x.stride(0), x.stride(1), x.stride(2), g.stride(0), g.stride(1), g.stride(2),
+            m.stride(0) if mask is not None else 0, m.stride(1) if mask is not None else 0,
+            float(momentum or 0.0),
+            HAS_MASK=mask is not None, MOMENTUM=momentum is not None,
+            ACC=tl.float64 if dtype == torch.float64 else tl.float32,
+            HALF_DOT=x.is_cuda and x.dtype == g.dtype and x.dtype in (torch.float16, torch.bfloat16),
+            BO=BLOCK_O, BI=BLOCK_I, BT=BLOCK_T,
+        )  # fmt: skip
     return target
 
 

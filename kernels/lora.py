@@ -18,6 +18,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .interpreter import launch_guard
+
 # Interpreter tiles: 32x32 outputs, 32-wide K steps (small enough for CI sizes, the tl.dot minimum of
 # 16 everywhere). GPU tiles: the usual Hopper GEMM tile 128x128x64, 8 warps, 3 stages (the 32^3 tiles
 # ran 6x slower than cuBLAS on the H100, bench/results/lora-h100.json of 2026-11-22).
@@ -99,12 +101,13 @@ def lora_linear_forward(x2: torch.Tensor, W: torch.Tensor, A: torch.Tensor, B: t
     xa = torch.empty(M, R, dtype=torch.float32, device=x2.device)
     tile = GPU_TILE if x2.is_cuda else {"BM": BLOCK_M, "BN": BLOCK_N, "BK": BLOCK_K}
     grid = (triton.cdiv(M, tile["BM"]), triton.cdiv(N, tile["BN"]))
-    _lora_fwd_kernel[grid](
-        x2, W, A, B, bias if bias is not None else W, y, xa, M, N, K, R, float(scale),
-        x2.stride(0), x2.stride(1), W.stride(0), W.stride(1), A.stride(0), A.stride(1),
-        B.stride(0), B.stride(1), y.stride(0), y.stride(1),
-        HAS_BIAS=bias is not None, HALF=_half(x2, W), BR=_block_r(R), **tile,
-    )  # fmt: skip
+    with launch_guard(x2):
+        _lora_fwd_kernel[grid](
+            x2, W, A, B, bias if bias is not None else W, y, xa, M, N, K, R, float(scale),
+            x2.stride(0), x2.stride(1), W.stride(0), W.stride(1), A.stride(0), A.stride(1),
+            B.stride(0), B.stride(1), y.stride(0), y.stride(1),
+            HAS_BIAS=bias is not None, HALF=_half(x2, W), BR=_block_r(R), **tile,
+        )  # fmt: skip
     return y, xa
 
 
@@ -207,9 +210,10 @@ def lora_merge_(W: torch.Tensor, A: torch.Tensor, B: torch.Tensor, scale: float)
     N, K = W.shape
     tile = GPU_MERGE_TILE if W.is_cuda else {"BN": BLOCK_N, "BK": BLOCK_K}
     grid = (triton.cdiv(N, tile["BN"]), triton.cdiv(K, tile["BK"]))
-    _merge_kernel[grid](W, A, B, N, K, A.shape[0], float(scale), W.stride(0), W.stride(1),
-                        A.stride(0), A.stride(1), B.stride(0), B.stride(1),
-                        BR=_block_r(A.shape[0]), **tile)  # fmt: skip
+    with launch_guard(W):
+        _merge_kernel[grid](W, A, B, N, K, A.shape[0], float(scale), W.stride(0), W.stride(1),
+                            A.stride(0), A.stride(1), B.stride(0), B.stride(1),
+                            BR=_block_r(A.shape[0]), **tile)  # fmt: skip
     return original
 
 

@@ -24,6 +24,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .interpreter import launch_guard
+
 # Rows up to 16384 elements stay in registers (4 quarter blocks of at most 4096, 16 warps).
 SINGLE_PASS_MAX = 16384
 TWO_PASS_BLOCK_Q = 1024  # quarter-block width of the two-pass loop
@@ -242,7 +244,8 @@ def pack_triton(
     if x2.is_cuda:
         _pack_tuned[(rows,)](*args, **flags)
     else:  # the interpreter: one configuration
-        _pack_kernel[(rows,)](*args, **flags, num_warps=_warps(4 * bq))
+        with launch_guard(x2):
+            _pack_kernel[(rows,)](*args, **flags, num_warps=_warps(4 * bq))
     return codes, scales
 
 
@@ -252,7 +255,8 @@ def unpack_triton(codes: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype)
     out = torch.empty(rows, hidden, dtype=dtype, device=codes.device)
     if rows:
         bh = min(triton.next_power_of_2(hidden), 8192)
-        _unpack_kernel[(rows,)](codes, scales, out, hidden, BH=bh, num_warps=_warps(bh))
+        with launch_guard(out):
+            _unpack_kernel[(rows,)](codes, scales, out, hidden, BH=bh, num_warps=_warps(bh))
     return out
 
 
@@ -262,5 +266,6 @@ def noise_triton(rows: int, hidden: int, seed: int, offset: int, device: torch.d
     if rows:
         q = counters_per_row(hidden)
         bq = min(triton.next_power_of_2(q), TWO_PASS_BLOCK_Q)
-        _noise_kernel[(rows,)](out, seed, offset, hidden, q, BQ=bq, num_warps=_warps(4 * bq))
+        with launch_guard(out):
+            _noise_kernel[(rows,)](out, seed, offset, hidden, q, BQ=bq, num_warps=_warps(4 * bq))
     return out

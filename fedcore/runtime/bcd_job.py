@@ -11,12 +11,11 @@ import dataclasses
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from fedcore.algorithms.bcd import BCDConfig, BCDResult, RoundRecord, bcd_config_to_dict, plot_timeline, run_bcd
 
-from .main_job import new_run_dir
+from .main_job import loss_progress, new_run_dir
 from .metrics import MetricsWriter
 
 
@@ -33,14 +32,7 @@ def run_bcd_job(config: BCDConfig, *, console: Console | None = None, run_dir: P
     )
     with MetricsWriter(run_dir / "metrics.jsonl") as writer:
         writer.write("config", config=bcd_config_to_dict(config))
-        columns = (
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.3f}"),
-            TimeElapsedColumn(),
-        )
-        with Progress(*columns, console=console) as progress:
+        with loss_progress(console) as progress:
             task = progress.add_task("rounds", total=config.rounds, loss=float("nan"))
 
             def on_record(rec: RoundRecord) -> None:

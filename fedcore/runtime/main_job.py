@@ -34,6 +34,18 @@ DIRECTIONS = (
 )
 
 
+def loss_progress(console: Console) -> Progress:
+    """A progress bar with the latest loss (a task's ``loss`` field) and the elapsed time."""
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.3f}"),
+        TimeElapsedColumn(),
+    )
+    return Progress(*columns, console=console, transient=False)
+
+
 def new_run_dir(base: str | Path) -> Path:
     """``base/<UTC timestamp>``, made unique with a suffix if two runs start in the same second."""
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
@@ -62,14 +74,7 @@ def run_main_job(config: RunConfig, *, console: Console | None = None, run_dir: 
     )
     with MetricsWriter(run_dir / "metrics.jsonl") as writer:
         writer.write("config", config=config_to_dict(config))
-        columns = (
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.3f}"),
-            TimeElapsedColumn(),
-        )
-        with Progress(*columns, console=console, transient=False) as progress:
+        with loss_progress(console) as progress:
             task = progress.add_task("training", total=total, loss=float("nan"))
 
             def on_step(rec: StepReport) -> None:  # called by the server as each step completes

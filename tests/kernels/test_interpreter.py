@@ -44,3 +44,32 @@ def test_interpreted_kernel_matches_torch(n):
 def test_ci_sets_the_interpreter():
     if os.environ.get("CI") and not torch.cuda.is_available():
         assert os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def test_kernels_launched_from_several_threads_at_once_stay_correct():
+    """The interpreter patches triton.language globals during a launch; fedcore's CPU launches
+    hold one lock (kernels/interpreter.py), so threads (in-process FL clients) can share it."""
+    import threading
+
+    from fedcore.kernels.fisher import persample_sqgrad, persample_sqgrad_reference
+
+    gen = torch.Generator().manual_seed(0)
+    cases = [(torch.randn(2, 5, 7, generator=gen), torch.randn(2, 5, 3, generator=gen)) for _ in range(6)]
+    results: dict[int, torch.Tensor] = {}
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            for _ in range(3):
+                results[i] = persample_sqgrad(*cases[i], impl="triton")
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(cases))]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors, errors[0]
+    for i, (x, g) in enumerate(cases):
+        torch.testing.assert_close(results[i], persample_sqgrad_reference(x, g), rtol=1e-5, atol=1e-6)
