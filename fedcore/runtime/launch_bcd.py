@@ -98,13 +98,4 @@ def run_bcd_processes(
         server_link.close()
         if tmp is not None:
             tmp.cleanup()
-    return BCDResult(
-        method=config.method,
-        records=records,
-        eval_loss=losses,
-        wire=stats,
-        timeline=timeline.to_records(),
-        wall_seconds=time.perf_counter() - t0,
-        dropped=dict(server.dropped),
-        final_params=params,
-    )
+    return BCDResult.of(server, records, losses, stats, t0)

@@ -7,7 +7,7 @@ ParaBlock (communication overlapped with computation, one- or k-round-stale corr
 
 from .client import BlockClient, expected_local
 from .compress import apply_download, encode_download, prune_magnitude, prune_rows
-from .config import BCDConfig, CompressionConfig, bcd_config_from_dict, bcd_config_to_dict
+from .config import BCDConfig, CompressionConfig, bcd_config_from_dict, bcd_config_to_dict, tiny_bcd_config
 from .cyclic import CyclicClient, FedCyBGDServer, responsible_blocks
 from .local import BlockTrainer, LocalBlockTraining, add_scaled_, snapshot
 from .quadratic import QuadraticBlockTrainer
@@ -46,4 +46,5 @@ __all__ = [
     "run_inprocess",
     "sample_participants",
     "snapshot",
+    "tiny_bcd_config",
 ]

@@ -102,6 +102,24 @@ class BCDConfig:
         return -(-self.model.num_layers // self.layers_per_block)
 
 
+def tiny_bcd_config(**overrides: Any) -> BCDConfig:
+    """A run small enough for tests and smoke checks on 2 CPU cores (seconds): a 4-layer, hidden-32
+    Llama, 3 clients with 24 examples each (Dirichlet 0.1), 3 rounds of 2 steps, in-process.
+    ``overrides`` are BCDConfig fields (``model=`` / ``data=`` replace those tables whole)."""
+    base: dict[str, Any] = dict(
+        model=ModelConfig(hidden_size=32, num_layers=4, num_heads=4, num_kv_heads=2),
+        data=DataConfig(train_per_client=24, eval_per_client=8, dirichlet_alpha=0.1, max_len=32),
+        clients=3,
+        rounds=3,
+        local_steps=2,
+        batch_size=8,
+        lr=3e-3,
+        round_timeout_s=60.0,
+    )
+    base.update(overrides)
+    return BCDConfig(**base)
+
+
 def bcd_config_from_dict(data: dict[str, Any]) -> BCDConfig:
     """A BCDConfig from nested dicts (TOML tables); ``ValueError`` on unknown keys or bad types."""
     return _build(BCDConfig, data, "config")

@@ -25,8 +25,7 @@ class QuadraticBlockTrainer:
         self.a, self.c, self.steps, self.gamma = a.double(), c.double(), steps, gamma
         self.sizes = sizes
         self.blocks = [[f"x{b}"] for b in range(len(sizes))]
-        self.params: ParamDict = dict(zip((f"x{b}" for b in range(len(sizes))), x0.double().split(sizes), strict=True))
-        self.params = {k: v.clone() for k, v in self.params.items()}
+        self.params: ParamDict = {f"x{b}": part.clone() for b, part in enumerate(x0.double().split(sizes))}
         self.num_samples = 1
 
     def vector(self) -> torch.Tensor:

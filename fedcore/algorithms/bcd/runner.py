@@ -45,6 +45,20 @@ class BCDResult:
     dropped: dict[int, str] = field(default_factory=dict)
     final_params: ParamDict = field(default_factory=dict)
 
+    @classmethod
+    def of(cls, server: BCDServer, records: list[RoundRecord], losses: list[float], wire: dict, t0: float) -> BCDResult:
+        """The result of a finished ``server`` (its timeline, dropouts and global parameters)."""
+        return cls(
+            method=server.config.method,
+            records=records,
+            eval_loss=losses,
+            wire=wire,
+            timeline=server.timeline.to_records(),
+            wall_seconds=time.perf_counter() - t0,
+            dropped=dict(server.dropped),
+            final_params=server.params,
+        )
+
     @property
     def final_loss(self) -> float:
         """Mean held-out loss over the clients still in the run."""
@@ -222,13 +236,4 @@ def run_inprocess(
             th.join(timeout=60 if not errors else 1)
     if errors:
         raise RuntimeError(f"a client failed: {errors[0]!r}") from errors[0]
-    return BCDResult(
-        method=config.method,
-        records=records,
-        eval_loss=losses,
-        wire=server_link.stats(),
-        timeline=timeline.to_records(),
-        wall_seconds=time.perf_counter() - t0,
-        dropped=dict(server.dropped),
-        final_params=params,
-    )
+    return BCDResult.of(server, records, losses, server_link.stats(), t0)

@@ -20,7 +20,7 @@ from fedcore.lora import inject_lora, lora_parameters
 from fedcore.model import SplitModel, split_model
 from fedcore.runtime.config import RunConfig
 
-from ..builders import ClientData, base_model, client_datasets, shuffled_epochs  # noqa: F401 - ClientData re-exported
+from ..builders import ClientData, base_model, client_datasets, shuffled_epochs
 from .step import ClientParts, ServerParts
 
 WARMUP_STEPS = 10  # linear warm-up, then cosine decay to 10% of lr, per optimizer

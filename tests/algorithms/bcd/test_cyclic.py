@@ -5,24 +5,11 @@ from __future__ import annotations
 
 import torch
 
-from fedcore.algorithms.bcd import BCDConfig, CompressionConfig, responsible_blocks, run_bcd
-from fedcore.runtime.config import DataConfig, ModelConfig
+from fedcore.algorithms.bcd import BCDConfig, CompressionConfig, responsible_blocks, run_bcd, tiny_bcd_config
 
 
 def config(**kw) -> BCDConfig:
-    base = dict(
-        method="fedcybgd",
-        model=ModelConfig(hidden_size=32, num_layers=4, num_heads=4, num_kv_heads=2),
-        data=DataConfig(train_per_client=24, eval_per_client=8, dirichlet_alpha=0.1, max_len=32),
-        clients=4,
-        rounds=3,
-        local_steps=2,
-        batch_size=8,
-        lr=3e-3,
-        round_timeout_s=60.0,
-    )
-    base.update(kw)
-    return BCDConfig(**base)
+    return tiny_bcd_config(**{"method": "fedcybgd", "clients": 4, **kw})
 
 
 def test_responsible_blocks_cover_the_blocks():

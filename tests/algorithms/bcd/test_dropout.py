@@ -8,29 +8,16 @@ import time
 import pytest
 import torch
 
-from fedcore.algorithms.bcd import BCDConfig, BlockClient, expected_local, run_bcd
+from fedcore.algorithms.bcd import BCDConfig, BlockClient, expected_local, run_bcd, tiny_bcd_config
 from fedcore.algorithms.bcd.runner import make_client
-from fedcore.runtime.config import DataConfig, ModelConfig, TransportConfig
+from fedcore.runtime.config import TransportConfig
 from fedcore.runtime.launch_bcd import run_bcd_processes
 
 LATE_ROUND = 1
 
 
 def config(method: str, **kw) -> BCDConfig:
-    base = dict(
-        method=method,
-        model=ModelConfig(hidden_size=32, num_layers=4, num_heads=4, num_kv_heads=2),
-        data=DataConfig(train_per_client=24, eval_per_client=8, dirichlet_alpha=0.1, max_len=32),
-        clients=3,
-        rounds=4,
-        local_steps=2,
-        batch_size=8,
-        lr=3e-3,
-        dtype="float64",
-        round_timeout_s=1.5,
-    )
-    base.update(kw)
-    return BCDConfig(**base)
+    return tiny_bcd_config(**{"method": method, "rounds": 4, "dtype": "float64", "round_timeout_s": 1.5, **kw})
 
 
 class LateClient(BlockClient):

@@ -5,22 +5,20 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fedcore.algorithms.bcd import BCDConfig, bcd_config_from_dict, bcd_config_to_dict
+from fedcore.algorithms.bcd import BCDConfig, bcd_config_from_dict, bcd_config_to_dict, tiny_bcd_config
 from fedcore.algorithms.bcd.runner import build_trainer, client_data
 from fedcore.runtime.config import DataConfig, ModelConfig
 
 
 def cfg(**kw) -> BCDConfig:
-    base = dict(
+    return tiny_bcd_config(
         model=ModelConfig(hidden_size=32, num_layers=5, num_heads=4, num_kv_heads=2),
         data=DataConfig(train_per_client=16, eval_per_client=8, max_len=32),
         clients=2,
-        local_steps=2,
         batch_size=4,
         lr=1e-2,
+        **kw,
     )
-    base.update(kw)
-    return BCDConfig(**base)
 
 
 @pytest.mark.parametrize(("mode", "layers_per_block"), [("full", 2), ("lora", 1)])

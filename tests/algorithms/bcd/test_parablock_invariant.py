@@ -7,29 +7,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fedcore.algorithms.bcd import BCDConfig, BlockSchedule, expected_local, run_bcd
-from fedcore.runtime.config import DataConfig, ModelConfig
+from fedcore.algorithms.bcd import BCDConfig, BlockSchedule, expected_local, run_bcd, tiny_bcd_config
 
 ROUNDS = 10
 
 
 def tiny_config(**overrides) -> BCDConfig:
-    base = dict(
-        method="parablock",
-        model=ModelConfig(hidden_size=32, num_layers=4, num_heads=4, num_kv_heads=2),
-        data=DataConfig(train_per_client=24, eval_per_client=8, dirichlet_alpha=0.1, max_len=32),
-        clients=3,
-        rounds=ROUNDS,
-        local_steps=2,
-        batch_size=8,
-        lr=3e-3,
-        eta=0.7,
-        dtype="float64",
-        seed=3,
-        round_timeout_s=60.0,
-    )
-    base.update(overrides)
-    return BCDConfig(**base)
+    base = dict(method="parablock", rounds=ROUNDS, eta=0.7, dtype="float64", seed=3)
+    return tiny_bcd_config(**{**base, **overrides})
 
 
 def _run_checked(config: BCDConfig) -> tuple[list[float], list[int]]:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from fedcore.algorithms.bcd import BCDConfig, Timeline, overlap_seconds, plot_timeline, run_bcd
+from fedcore.algorithms.bcd import Timeline, overlap_seconds, plot_timeline, run_bcd, tiny_bcd_config
 from fedcore.algorithms.bcd.timeline import Interval, timeline_records, timeline_tensor
-from fedcore.runtime.config import DataConfig, ModelConfig
 
 
 def test_wire_roundtrip_and_overlap():
@@ -23,15 +22,7 @@ def test_wire_roundtrip_and_overlap():
 
 
 def test_parablock_run_overlaps_and_plots(tmp_path):
-    config = BCDConfig(
-        method="parablock",
-        model=ModelConfig(hidden_size=32, num_layers=4, num_heads=4, num_kv_heads=2),
-        data=DataConfig(train_per_client=24, eval_per_client=8, max_len=32),
-        clients=2,
-        rounds=3,
-        local_steps=2,
-        batch_size=8,
-    )
+    config = tiny_bcd_config(method="parablock", clients=2)
     result = run_bcd(config)
     kinds = {(r["who"], r["kind"]) for r in result.timeline}
     assert {("client 0", "compute"), ("client 0", "comm"), ("server", "aggregate")} <= kinds
