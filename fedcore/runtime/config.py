@@ -74,10 +74,6 @@ class SplitConfig:
         )
         _check(self.avg_period >= 0, f"split.avg_period must be >= 0 (0: once per round), got {self.avg_period}")
         _check(self.micro_batches >= 1, f"split.micro_batches must be >= 1, got {self.micro_batches}")
-        _check(
-            self.micro_batches == 1 or self.mode != "client-batch",
-            "split.micro_batches > 1 pipelines one client's step: use mode 'sequential' or 'server-hierarchical'",
-        )
 
 
 SPLIT_MODES = ("sequential", "client-batch", "server-hierarchical")

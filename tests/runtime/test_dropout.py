@@ -11,13 +11,16 @@ from fedcore.runtime.config import config_from_dict
 from fedcore.runtime.launch import run_split_processes
 
 
-@pytest.mark.parametrize("mode", ["client-batch", "sequential", "server-hierarchical"])
-def test_killed_client_is_dropped_and_the_run_goes_on(tmp_path, mode):
+@pytest.mark.parametrize(
+    ("mode", "micro_batches"),
+    [("client-batch", 1), ("sequential", 1), ("server-hierarchical", 1), ("client-batch", 2)],
+)
+def test_killed_client_is_dropped_and_the_run_goes_on(tmp_path, mode, micro_batches):
     config = config_from_dict(
         {
             "model": {"hidden_size": 32, "num_layers": 3},
             "lora": {"r": 4, "alpha": 8.0},
-            "split": {"mode": mode},
+            "split": {"mode": mode, "micro_batches": micro_batches},
             "train": {"clients": 3, "rounds": 2, "local_steps": 3, "batch_size": 8},
             "data": {"train_per_client": 48, "eval_per_client": 8},
             "transport": {"lease_s": 8.0},

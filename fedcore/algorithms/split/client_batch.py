@@ -6,22 +6,38 @@ once, sends each client its slice of h_B, gathers the M dh_B, weights client i's
 the loss tokens (so the body gets the gradient of the token-mean loss over the whole gathered
 batch: one centralized step on the concatenated batch), and returns each client the gradient of
 its own loss with respect to its h_A. Head/tail LoRA is averaged every ``avg_period`` steps.
+
+With ``split.micro_batches`` > 1 each client cuts its batch into micro-batches and sends every h_A
+first (GPipe within one optimizer step). The server gathers micro-batch i from all clients, runs
+the body and sends the h_B slices while the clients compute and send micro-batch i+1 and run their
+tails on i-1; the backward passes follow micro-batch by micro-batch. Each client declares its
+step's loss-token count with its first h_A, so the weights of the gathered loss are known before
+any backward, and the step equals the unpipelined one.
 """
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
+from fedcore.model import SplitState
 from fedcore.transport import PeerTimeout, TransportError
 
-from .gather import gather_grads, gather_states, scatter
+from .gather import Piece, gather_grads, gather_states, scatter
 from .roles import SplitServerResult, SplitServerRole, StepReport, state_from
+
+EARLY_LIMIT = 256  # messages a client may send ahead of the one the server waits for
 
 
 class ClientBatchServerRole(SplitServerRole):
     """The server of client-batch mode; evaluation and averaging as in sequential mode."""
+
+    def __init__(self, *args: Any, **kw: Any):
+        super().__init__(*args, **kw)
+        self._early: dict[str, deque] = {}  # peer -> messages that came before the server asked for them
 
     def run(self, *, rounds: int, local_steps: int, avg_period: int = 0) -> SplitServerResult:
         period = avg_period or local_steps
@@ -56,8 +72,49 @@ class ClientBatchServerRole(SplitServerRole):
 
         A client lost before its h_A arrives is left out of the step; one lost after it has its
         rows carried through the body with zero gradient (it gets no dh_A)."""
-        fwd = self._collect("fwd")
+        fwd = self._collect("fwd", mb=0)
+        if any("mbs" in m.meta for m in fwd.values()):
+            return self._pipelined_batch_step(fwd)
         peers = [p for p in self.clients if p in fwd]
+        states, pieces, h_b = self._forward(peers, fwd)
+        bwd = self._collect("bwd", mb=0)
+        declared = self._checked(bwd, _loss_tokens)
+        bwd = {p: m for p, m in bwd.items() if p in declared}
+        counts = [declared.get(p, 0) for p in peers]
+        total = max(sum(counts), 1)
+        self._backward(peers, states, pieces, h_b, bwd, dict(zip(peers, [c / total for c in counts], strict=True)))
+        self._optimizer_step()
+        return {p: (float(bwd[p].meta["loss"]), int(bwd[p].meta["tokens"])) for p in peers if p in bwd}
+
+    def _pipelined_batch_step(self, first: dict[str, Any]) -> dict[str, tuple[float, int]]:
+        """One optimizer step over micro-batches (GPipe): every micro-batch's gathered forward,
+        then their backwards in order. Client c's dh_B (of its loss weighted by its micro-batch's
+        share of its loss tokens N_c) is scaled by N_c / sum N, which makes the body gradient the
+        token mean over everything gathered; each client gets dh_A of its own loss. A client lost
+        mid-step keeps what it already contributed, and the others' weights stay as declared."""
+        counts = self._checked(first, _micro_count)
+        declared = self._checked({p: m for p, m in first.items() if p in counts}, _loss_tokens)
+        first = {p: m for p, m in first.items() if p in declared}
+        if not first:
+            return {}
+        total = max(sum(declared.values()), 1)
+        weights = {p: n / total for p, n in declared.items()}
+        forwards = []
+        for i in range(max(counts.values())):
+            fwd = first if i == 0 else self._collect("fwd", mb=i, peers=[p for p, c in counts.items() if c > i])
+            peers = [p for p in self.clients if p in fwd]
+            if peers:
+                forwards.append((i, peers, *self._forward(peers, fwd)))
+        last: dict[str, Any] = {}
+        for i, peers, states, pieces, h_b in forwards:
+            bwd = self._collect("bwd", mb=i, peers=peers)
+            self._backward(peers, states, pieces, h_b, bwd, weights)
+            last.update(bwd)
+        self._optimizer_step()
+        return {p: (float(m.meta["loss"]), int(m.meta["tokens"])) for p, m in last.items() if p in self.active}
+
+    def _forward(self, peers: list[str], fwd: dict[str, Any]) -> tuple[list[SplitState], list[Piece], SplitState]:
+        """The body on the gathered h_A of ``peers``; each gets its slice of h_B."""
         states = [state_from(fwd[p].tensors, needs_grad=True) for p in peers]
         gathered, pieces = gather_states(states)
         h_b = self.parts.body(gathered)
@@ -71,26 +128,48 @@ class ClientBatchServerRole(SplitServerRole):
                 "attention_mask": mask[rows, : piece.steps],
             }
             self._send(peer, out, {"op": "h_B"}, tag="h_B", codec=self.codec_down)
-        bwd = self._collect("bwd")
-        counts = [_loss_tokens(bwd[p].meta, p) if p in bwd else 0 for p in peers]
-        total = max(sum(counts), 1)
-        weights = [c / total for c in counts]
-        # a client without loss tokens (its loss is NaN) or lost meanwhile contributes zeros
+        return states, pieces, h_b
+
+    def _backward(
+        self,
+        peers: list[str],
+        states: list[SplitState],
+        pieces: list[Piece],
+        h_b: SplitState,
+        bwd: dict[str, Any],
+        weights: dict[str, float],
+    ) -> None:
+        """Backward through the body with each client's dh_B scaled by its weight (a client
+        without loss tokens, whose loss is NaN, or lost meanwhile contributes zeros); each client
+        that sent dh_B gets the gradient of its own loss with respect to its h_A."""
         grads = [
-            bwd[p].tensors["grad"] * w if w > 0 else torch.zeros_like(s.hidden)
-            for p, s, w in zip(peers, states, weights, strict=True)
+            bwd[p].tensors["grad"] * weights[p] if p in bwd and weights[p] > 0 else torch.zeros_like(s.hidden)
+            for p, s in zip(peers, states, strict=True)
         ]
         h_b.hidden.backward(gather_grads(grads, pieces, h_b.hidden))
-        for peer, state, w in zip(peers, states, weights, strict=True):
+        for peer, state in zip(peers, states, strict=True):
             if peer not in bwd:
                 continue
-            grad = state.hidden.grad
+            grad, w = state.hidden.grad, weights[peer]
             grad = grad / w if grad is not None and w > 0 else torch.zeros_like(state.hidden)
             self._send(peer, {"grad": grad}, {"op": "dh_A"}, tag="dh_A", codec=self.codec_grad)
+            bwd[peer].release()
+
+    def _checked(self, msgs: dict[str, Any], parse: Callable[[dict[str, Any]], int]) -> dict[str, int]:
+        """``parse(meta)`` of each message; a client whose message fails the check is dropped
+        (a misbehaving client must not stop the others)."""
+        values = {}
+        for peer, msg in msgs.items():
+            try:
+                values[peer] = parse(msg.meta)
+            except ValueError as exc:
+                self.drop_if_gone(exc, peer)
+        return values
+
+    def _optimizer_step(self) -> None:
         self.parts.optimizer.step()
         self.parts.scheduler.step()
         self.parts.optimizer.zero_grad(set_to_none=True)
-        return {p: (float(bwd[p].meta["loss"]), int(bwd[p].meta["tokens"])) for p in peers if p in bwd}
 
     def _send(self, peer: str, tensors: dict, meta: dict, **kw: Any) -> None:
         try:
@@ -99,11 +178,31 @@ class ClientBatchServerRole(SplitServerRole):
             if not self.drop_if_gone(exc, peer):
                 raise
 
-    def _collect(self, op: str) -> dict[str, Any]:
-        """One ``op`` message from every client still in the run (any order); a client whose
-        lease runs out meanwhile is dropped; anything else is a protocol error."""
+    def _collect(self, op: str, *, mb: int | None = None, peers: list[str] | None = None) -> dict[str, Any]:
+        """One ``op`` message (of micro-batch ``mb``, when given) from each of ``peers`` (default:
+        every client still in the run), in any order. A client may run ahead (its next h_A or
+        dh_B while others are still awaited): such messages wait in order, up to ``EARLY_LIMIT``.
+        A client whose lease runs out meanwhile is dropped, and so is one whose message breaks the
+        protocol order (the others go on)."""
+        wanted = list(self.active if peers is None else peers)
         got: dict[str, Any] = {}
-        while any(p not in got for p in self.active):
+
+        def take(peer: str) -> None:
+            queue = self._early.get(peer)
+            if not queue or peer in got:
+                return
+            msg = queue[0]
+            if msg.meta.get("op") != op or (mb is not None and msg.meta.get("mb", 0) != mb):
+                why = (
+                    f"expected '{op}' (micro-batch {mb}), got '{msg.meta.get('op')}' (micro-batch {msg.meta.get('mb')})"
+                )
+                self.drop_if_gone(ValueError(f"protocol: {why}"), peer)
+                return
+            got[peer] = queue.popleft()
+
+        for peer in wanted:
+            take(peer)
+        while any(p not in got for p in wanted if p in self.active):
             try:
                 msg = self.link.recv(self.timeout)
             except PeerTimeout as exc:
@@ -112,15 +211,29 @@ class ClientBatchServerRole(SplitServerRole):
                 continue
             if self.note_hello(msg) or msg.peer not in self.active:
                 continue  # a returning client's hello, or a late message from a dropped client
-            if msg.meta.get("op") != op or msg.peer in got:
-                raise RuntimeError(f"expected '{op}' from every client, got '{msg.meta.get('op')}' from {msg.peer}")
-            got[msg.peer] = msg
+            queue = self._early.setdefault(msg.peer, deque())
+            if len(queue) >= EARLY_LIMIT:
+                self.drop_if_gone(ValueError(f"protocol: more than {EARLY_LIMIT} messages ahead of the step"), msg.peer)
+                continue
+            queue.append(msg)
+            if msg.peer in wanted:
+                take(msg.peer)
+        for peer in [p for p in self._early if p not in self.active]:
+            del self._early[peer]  # a dropped client's early messages go with it
         return {p: m for p, m in got.items() if p in self.active}
 
 
-def _loss_tokens(meta: dict[str, Any], peer: str) -> int:
+def _loss_tokens(meta: dict[str, Any]) -> int:
     """The loss-token count a client reported, checked (it weights that client's gradient)."""
     value = meta.get("loss_tokens", meta.get("tokens"))
     if type(value) is not int or value < 0:
-        raise RuntimeError(f"client {peer} reported loss_tokens={value!r}; expected an int >= 0")
+        raise ValueError(f"protocol: loss_tokens={value!r}; expected an int >= 0")
+    return value
+
+
+def _micro_count(meta: dict[str, Any]) -> int:
+    """The number of micro-batches a client announced for its step, checked."""
+    value = meta.get("mbs", 1)
+    if type(value) is not int or not 1 <= value <= EARLY_LIMIT // 2:
+        raise ValueError(f"protocol: mbs={value!r}; expected an int in [1, {EARLY_LIMIT // 2}]")
     return value

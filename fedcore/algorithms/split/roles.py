@@ -148,7 +148,8 @@ class SplitClientRole:
         """One optimizer step over ``micro_batches`` micro-batches, GPipe-style: every h_A goes out
         first, so the server runs the body on micro-batch i while this client computes the head of
         i+1 and the tail of i-1; gradients accumulate, each micro-batch's loss weighted by its share
-        of the loss tokens, so the step equals the unpipelined one."""
+        of the loss tokens, so the step equals the unpipelined one. Each h_A carries the count of
+        micro-batches (``mbs``) and the step's loss tokens (a client-batch server weights by them)."""
         t0 = time.perf_counter()
         batch = next(self.batches)
         parts = self.parts
@@ -165,7 +166,7 @@ class SplitClientRole:
             up["hidden"] = add_gaussian_noise(
                 up["hidden"], self.noise_std, relative=self.noise_relative, generator=parts.noise_generator
             )
-            meta = {"op": "fwd", "head_trains": h_a.hidden.requires_grad, "mb": i}
+            meta = {"op": "fwd", "head_trains": h_a.hidden.requires_grad, "mb": i, "mbs": count, "loss_tokens": total}
             self.link.send_to("server", up, meta, tag="h_A", codec=self.codec_up)
             heads.append(h_a)
         loss_sum, tokens = 0.0, int(batch["attention_mask"].sum())

@@ -10,7 +10,7 @@ from fedcore.algorithms.split import run_split_inprocess
 from fedcore.runtime.config import config_from_dict
 
 
-@pytest.mark.parametrize("mode", ["sequential", "server-hierarchical"])
+@pytest.mark.parametrize("mode", ["sequential", "client-batch", "server-hierarchical"])
 def test_pipelined_steps_equal_unpipelined_steps(mode):
     base = {
         "model": {"hidden_size": 32, "num_layers": 4},

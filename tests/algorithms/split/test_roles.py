@@ -16,9 +16,13 @@ SMALL = {
 }
 
 
-@pytest.mark.parametrize("mode", ["sequential", "client-batch", "server-hierarchical"])
-def test_inprocess_and_processes_agree(tmp_path, mode):
-    config = config_from_dict({**SMALL, "split": {"mode": mode, "avg_period": 2 if mode != "sequential" else 0}})
+@pytest.mark.parametrize(
+    ("mode", "micro_batches"),
+    [("sequential", 1), ("client-batch", 1), ("server-hierarchical", 1), ("client-batch", 3)],
+)
+def test_inprocess_and_processes_agree(tmp_path, mode, micro_batches):
+    split = {"mode": mode, "avg_period": 2 if mode != "sequential" else 0, "micro_batches": micro_batches}
+    config = config_from_dict({**SMALL, "split": split})
     local = run_split_inprocess(config)
     remote = run_split_processes(config, keys_dir=tmp_path / "keys")
     assert local.eval_start == remote.eval_start  # same seeds, same math: bit-identical losses
@@ -27,6 +31,7 @@ def test_inprocess_and_processes_agree(tmp_path, mode):
     assert len(remote.steps) == 2 * 2 * 3
     for tag in ("h_A", "h_B", "dh_B", "dh_A"):
         # the socket path counts headers too: within a few hundred bytes per message of in-process
-        assert 0 <= remote.wire_bytes[tag] - local.wire_bytes[tag] <= 1024 * len(remote.steps)
+        assert remote.wire_messages[tag] == local.wire_messages[tag]
+        assert 0 <= remote.wire_bytes[tag] - local.wire_bytes[tag] <= 1024 * remote.wire_messages[tag]
     assert remote.extra["transport"] == "zmq+curve"
     assert sum(local.eval_end) < sum(local.eval_start)
