@@ -66,10 +66,13 @@ def shuffled_epochs(data: ClientData, batch_size: int, seed: int, pad_id: int) -
 
 
 def base_model(mc: ModelConfig, vocab_size: int) -> torch.nn.Module:
-    """The tiny random-weight causal LM of ``mc``, every parameter frozen (fp32, eval mode)."""
+    """The random-weight causal LM of ``mc``, every parameter frozen (fp32, eval mode).
+    ``vocab_size`` is the tokenizer's; ``mc.vocab_size``, when set, may only be larger."""
+    if mc.vocab_size and mc.vocab_size < vocab_size:
+        raise ValueError(f"model.vocab_size {mc.vocab_size} is below the tokenizer's {vocab_size}")
     model = tiny_causal_lm(
         mc.family,
-        vocab_size=vocab_size,
+        vocab_size=mc.vocab_size or vocab_size,
         hidden_size=mc.hidden_size,
         num_layers=mc.num_layers,
         num_heads=mc.num_heads,

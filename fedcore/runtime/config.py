@@ -36,6 +36,7 @@ class ModelConfig:
     num_heads: int = 4
     num_kv_heads: int = 2
     intermediate_size: int = 0  # MLP width; 0: 2 * hidden_size (Llama-3.2-1B: 8192 for hidden 2048)
+    vocab_size: int = 0  # embedding and lm_head rows; 0: the tokenizer's (Llama-3.2-1B: 128256)
     # Weight init std. transformers' 0.02 caps a frozen random lm_head's logits near +-2.6 after
     # the final norm (|w| |h| ~ 0.02 sqrt(H) sqrt(H)), so LoRA alone could never fit the task.
     init_std: float = 0.1
@@ -48,6 +49,7 @@ class ModelConfig:
         _check(self.num_heads % self.num_kv_heads == 0, "model.num_heads must be a multiple of num_kv_heads")
         _check(self.init_std > 0, f"model.init_std must be > 0, got {self.init_std}")
         _check(self.intermediate_size >= 0, f"model.intermediate_size must be >= 0, got {self.intermediate_size}")
+        _check(self.vocab_size >= 0, f"model.vocab_size must be >= 0 (0: the tokenizer's), got {self.vocab_size}")
 
 
 @dataclass(kw_only=True)
@@ -147,11 +149,16 @@ class TrainConfig:
     batch_size: int = 16
     lr: float = 5e-3
     seed: int = 0
+    device: str = "cpu"  # where every process keeps its model parts: cpu | cuda | cuda:N
 
     def __post_init__(self) -> None:
         for name in ("clients", "rounds", "local_steps", "batch_size"):
             _check(getattr(self, name) >= 1, f"train.{name} must be >= 1, got {getattr(self, name)}")
         _check(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
+        _check(
+            self.device == "cpu" or self.device == "cuda" or self.device.removeprefix("cuda:").isdigit(),
+            f"train.device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}",
+        )
 
 
 @dataclass(kw_only=True)

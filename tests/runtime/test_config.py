@@ -46,6 +46,9 @@ def test_round_trip_through_dict():
         ({"noise": {"std": -1.0}}, "noise.std must be >= 0"),
         ({"data": {"partition": "shards"}}, "data.partition must be"),
         ({"data": {"skills": "add"}}, "data.skills must be a list"),
+        ({"train": {"device": "tpu"}}, "train.device must be 'cpu', 'cuda' or 'cuda:N'"),
+        ({"train": {"device": "cuda:x"}}, "train.device must be"),
+        ({"model": {"vocab_size": -5}}, "model.vocab_size must be >= 0"),
     ],
 )
 def test_bad_configs_are_refused(data, match):

@@ -45,7 +45,7 @@ class ClientBatchServerRole(SplitServerRole):
         result = SplitServerResult(eval_start=self.evaluate(), eval_end=[])
         step = 0
         for rnd in range(rounds):
-            self.readmit(rnd)
+            self.readmit(rnd, steps_done=rnd * local_steps)
             done = 0
             while done < local_steps:
                 chunk = min(period, local_steps - done)
@@ -115,7 +115,7 @@ class ClientBatchServerRole(SplitServerRole):
 
     def _forward(self, peers: list[str], fwd: dict[str, Any]) -> tuple[list[SplitState], list[Piece], SplitState]:
         """The body on the gathered h_A of ``peers``; each gets its slice of h_B."""
-        states = [state_from(fwd[p].tensors, needs_grad=True) for p in peers]
+        states = [state_from(fwd[p].tensors, needs_grad=True, device=self.device) for p in peers]
         gathered, pieces = gather_states(states)
         h_b = self.parts.body(gathered)
         mask = gathered.attention_mask
@@ -143,7 +143,9 @@ class ClientBatchServerRole(SplitServerRole):
         without loss tokens, whose loss is NaN, or lost meanwhile contributes zeros); each client
         that sent dh_B gets the gradient of its own loss with respect to its h_A."""
         grads = [
-            bwd[p].tensors["grad"] * weights[p] if p in bwd and weights[p] > 0 else torch.zeros_like(s.hidden)
+            bwd[p].tensors["grad"].to(self.device) * weights[p]
+            if p in bwd and weights[p] > 0
+            else torch.zeros_like(s.hidden)
             for p, s in zip(peers, states, strict=True)
         ]
         h_b.hidden.backward(gather_grads(grads, pieces, h_b.hidden))

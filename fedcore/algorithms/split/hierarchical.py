@@ -62,7 +62,7 @@ class HierarchicalServerRole(SplitServerRole):
         step = 0
         try:
             for rnd in range(rounds):
-                self.readmit(rnd)
+                self.readmit(rnd, steps_done=rnd * local_steps)
                 done = 0
                 while done < local_steps:
                     chunk = min(period, local_steps - done)
@@ -138,7 +138,8 @@ class HierarchicalServerRole(SplitServerRole):
                     stream.wait_stream(torch.cuda.default_stream(stream.device))
                 with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
                     if msg.meta["op"] == "fwd":
-                        body_in = state_from(msg.tensors, needs_grad=bool(msg.meta.get("head_trains")))
+                        trains = bool(msg.meta.get("head_trains"))
+                        body_in = state_from(msg.tensors, needs_grad=trains, device=parts.device)
                         h_b = parts.body(body_in)
                         pending[msg.meta.get("mb", 0)] = (body_in, h_b)
                         out = state_tensors(h_b)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,7 @@ from .step import ClientParts, ServerParts
 log = logging.getLogger("fedcore.split")
 
 STATE_KEYS = ("hidden", "position_ids", "attention_mask")
+MAX_RESUME_STEPS = 10_000_000  # a rejoining client skips at most this many steps
 
 
 def state_tensors(state: SplitState) -> dict[str, torch.Tensor]:
@@ -37,8 +39,15 @@ def state_tensors(state: SplitState) -> dict[str, torch.Tensor]:
     return {k: v for k, v in state.to_wire().items() if isinstance(v, torch.Tensor)}
 
 
-def state_from(msg_tensors: dict[str, torch.Tensor], *, needs_grad: bool) -> SplitState:
-    state = SplitState.from_wire({"version": 1, **{k: msg_tensors[k] for k in STATE_KEYS if k in msg_tensors}})
+def state_from(
+    msg_tensors: dict[str, torch.Tensor], *, needs_grad: bool, device: torch.device | str | None = None
+) -> SplitState:
+    """The SplitState in a received message, on ``device`` (received tensors are on the CPU);
+    with ``needs_grad`` its hidden state is a fresh leaf that collects this side's gradient."""
+    wire = {k: msg_tensors[k] for k in STATE_KEYS if k in msg_tensors}
+    if device is not None:
+        wire = {k: v.to(device, non_blocking=True) for k, v in wire.items()}
+    state = SplitState.from_wire({"version": 1, **wire})
     if needs_grad:
         state.hidden = state.hidden.clone().requires_grad_(True)  # a leaf of this side's graph
     return state
@@ -78,7 +87,9 @@ class SplitClientRole:
         timeout: float = 300.0,
     ):
         self.link, self.parts, self.batches, self.eval_batches = link, parts, batches, eval_batches
+        self.device = parts.device
         self.micro_batches = micro_batches
+        self.steps_taken = 0  # optimizer steps (and batches) this process has taken
         self.noise_std, self.noise_relative, self.timeout = noise_std, noise_relative, timeout
         codecs = codecs or {}
         self.codec_up, self.codec_grad = codecs.get("h_A", "raw"), codecs.get("dh_B", "raw")
@@ -104,17 +115,32 @@ class SplitClientRole:
                         getattr(self.parts, part),
                         {k[len(prefix) :]: v for k, v in msg.tensors.items() if k.startswith(prefix)},
                     )
+                if "resume_step" in msg.meta:  # rejoining after a restart
+                    self.resume(int(msg.meta["resume_step"]))
                 self.link.send_to("server", {}, {"op": "loaded"}, tag="control")
             elif op == "stop":
                 return
             else:
                 raise RuntimeError(f"unknown request {op!r} from the server")
 
+    def resume(self, steps_done: int) -> None:
+        """Move a restarted client to where it would be after ``steps_done`` steps: its LR
+        schedule steps that often and its data order skips that many batches (both start from
+        zero in a new process). Refuses a negative count or one beyond ``MAX_RESUME_STEPS``."""
+        if not 0 <= steps_done <= MAX_RESUME_STEPS:
+            raise ValueError(f"resume_step must be in [0, {MAX_RESUME_STEPS}], got {steps_done}")
+        with warnings.catch_warnings():  # stepping a schedule before its optimizer is the point here
+            warnings.simplefilter("ignore", UserWarning)
+            for _ in range(steps_done - self.steps_taken):
+                self.parts.scheduler.step()
+                next(self.batches)
+        self.steps_taken = max(self.steps_taken, steps_done)
+
     def _train_step(self, meta: dict[str, Any]) -> list:
         if self.micro_batches > 1:
             return self._pipelined_step()
         t0 = time.perf_counter()
-        batch = next(self.batches)
+        batch = self._on_device(next(self.batches))
         parts = self.parts
         h_a = parts.head(batch["input_ids"], batch["attention_mask"])
         up = state_tensors(h_a)
@@ -123,7 +149,7 @@ class SplitClientRole:
         )
         head_trains = h_a.hidden.requires_grad
         self.link.send_to("server", up, {"op": "fwd", "head_trains": head_trains}, tag="h_A", codec=self.codec_up)
-        tail_in = state_from(_expect(self.link, "h_B", self.timeout).tensors, needs_grad=True)
+        tail_in = state_from(_expect(self.link, "h_B", self.timeout).tensors, needs_grad=True, device=self.device)
         loss = parts.tail(tail_in, labels=batch["labels"]).loss
         loss.backward()
         assert tail_in.hidden.grad is not None
@@ -138,10 +164,11 @@ class SplitClientRole:
         )
         down = _expect(self.link, "dh_A", self.timeout)
         if head_trains:
-            h_a.hidden.backward(down.tensors["grad"])
+            h_a.hidden.backward(down.tensors["grad"].to(self.device))
         parts.optimizer.step()
         parts.scheduler.step()
         parts.optimizer.zero_grad(set_to_none=True)
+        self.steps_taken += 1
         return [float(loss.detach()), tokens, time.perf_counter() - t0]
 
     def _pipelined_step(self) -> list:
@@ -151,7 +178,7 @@ class SplitClientRole:
         of the loss tokens, so the step equals the unpipelined one. Each h_A carries the count of
         micro-batches (``mbs``) and the step's loss tokens (a client-batch server weights by them)."""
         t0 = time.perf_counter()
-        batch = next(self.batches)
+        batch = self._on_device(next(self.batches))
         parts = self.parts
         count = min(self.micro_batches, batch["input_ids"].shape[0])
         chunks = {k: v.chunk(count) for k, v in batch.items()}
@@ -171,7 +198,7 @@ class SplitClientRole:
             heads.append(h_a)
         loss_sum, tokens = 0.0, int(batch["attention_mask"].sum())
         for i, mb in enumerate(micro):
-            tail_in = state_from(_expect(self.link, "h_B", self.timeout).tensors, needs_grad=True)
+            tail_in = state_from(_expect(self.link, "h_B", self.timeout).tensors, needs_grad=True, device=self.device)
             loss = parts.tail(tail_in, labels=mb["labels"]).loss * (counts[i] / total)
             loss.backward()
             loss_sum += float(loss.detach())
@@ -182,23 +209,29 @@ class SplitClientRole:
         for h_a in heads:
             down = _expect(self.link, "dh_A", self.timeout)
             if h_a.hidden.requires_grad:
-                h_a.hidden.backward(down.tensors["grad"])
+                h_a.hidden.backward(down.tensors["grad"].to(self.device))
         parts.optimizer.step()
         parts.scheduler.step()
         parts.optimizer.zero_grad(set_to_none=True)
+        self.steps_taken += 1
         return [loss_sum, tokens, time.perf_counter() - t0]
+
+    def _on_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
 
     @torch.no_grad()
     def _eval(self) -> float:
         total, count = 0.0, 0
-        for batch in self.eval_batches:
+        for batch in map(self._on_device, self.eval_batches):
             h_a = self.parts.head(batch["input_ids"], batch["attention_mask"])
             up = state_tensors(h_a)
             up["hidden"] = add_gaussian_noise(  # what leaves the client is noised at evaluation too
                 up["hidden"], self.noise_std, relative=self.noise_relative, generator=self.parts.noise_generator
             )
             self.link.send_to("server", up, {"op": "eval_fwd"}, tag="eval_h_A", codec=self.codec_up)
-            state = state_from(_expect(self.link, "eval_h_B", self.timeout).tensors, needs_grad=False)
+            state = state_from(
+                _expect(self.link, "eval_h_B", self.timeout).tensors, needs_grad=False, device=self.device
+            )
             loss = self.parts.tail(state, labels=batch["labels"]).loss
             tokens = int((batch["labels"][:, 1:] != -100).sum())
             total, count = total + float(loss) * tokens, count + tokens
@@ -227,6 +260,7 @@ class SplitServerRole:
         on_step: Callable[[StepReport], None] | None = None,
     ):
         self.link, self.parts, self.clients, self.weights = link, parts, clients, weights
+        self.device = parts.device
         self.timeout, self.on_step = timeout, on_step
         codecs = codecs or {}
         self.codec_down, self.codec_grad = codecs.get("h_B", "raw"), codecs.get("dh_A", "raw")
@@ -245,7 +279,7 @@ class SplitServerRole:
         result = SplitServerResult(eval_start=self.evaluate(), eval_end=[])
         step = 0
         for rnd in range(rounds):
-            self.readmit(rnd)
+            self.readmit(rnd, steps_done=rnd * local_steps)
             for k, peer in enumerate(self.clients):  # sequential: one client's turn at a time
                 if peer not in self.active:
                     continue
@@ -311,9 +345,11 @@ class SplitServerRole:
         msg.release()
         return True
 
-    def readmit(self, rnd: int) -> None:
+    def readmit(self, rnd: int, steps_done: int = 0) -> None:
         """At the start of round ``rnd``: every dropped client that said hello again is back in
-        the run, with the current head/tail LoRA average (its optimizer and schedule restart)."""
+        the run, with the current head/tail LoRA average. It is told ``steps_done`` (the steps
+        each client has been ordered so far) and moves its LR schedule and its data order there,
+        as if it had never left; its AdamW moments, lost with its process, start from zero."""
         while True:  # hellos already waiting; between rounds nothing else is due
             try:
                 msg = self.link.recv(0.05)
@@ -330,7 +366,7 @@ class SplitServerRole:
             del self.dropped[peer]
             self.active = [p for p in self.clients if p in self.active or p == peer]
             try:
-                self.link.send_to(peer, self._last_avg, {"op": "load"}, tag="lora_down")
+                self.link.send_to(peer, self._last_avg, {"op": "load", "resume_step": steps_done}, tag="lora_down")
                 self._serve_until(peer, "loaded")
                 self.rejoined[peer] = rnd
             except (PeerTimeout, TransportError) as exc:
@@ -407,13 +443,13 @@ class SplitServerRole:
             if got == op and (peer is None or msg.peer == peer):
                 return msg
             if got == "fwd":
-                body_in = state_from(msg.tensors, needs_grad=bool(msg.meta.get("head_trains")))
+                body_in = state_from(msg.tensors, needs_grad=bool(msg.meta.get("head_trains")), device=self.device)
                 h_b = self.parts.body(body_in)
                 self._pending[(msg.peer, msg.meta.get("mb", 0))] = (body_in, h_b)
                 self.link.send_to(msg.peer, state_tensors(h_b), {"op": "h_B"}, tag="h_B", codec=self.codec_down)
             elif got == "bwd":
                 body_in, h_b = self._pending.pop((msg.peer, msg.meta.get("mb", 0)))
-                h_b.hidden.backward(msg.tensors["grad"])  # accumulates over a step's micro-batches
+                h_b.hidden.backward(msg.tensors["grad"].to(self.device))  # accumulates over a step's micro-batches
                 grad = body_in.hidden.grad if body_in.hidden.grad is not None else torch.zeros(0)
                 self.link.send_to(msg.peer, {"grad": grad}, {"op": "dh_A"}, tag="dh_A", codec=self.codec_grad)
                 if not msg.meta.get("last", True):
@@ -438,11 +474,12 @@ class SplitServerRole:
                 if msg.meta.get("first") or msg.peer not in self._gen_caches:
                     self._gen_caches[msg.peer] = self.parts.body.new_cache()
                 with torch.no_grad():
-                    h_b = self.parts.body(state_from(msg.tensors, needs_grad=False), cache=self._gen_caches[msg.peer])
+                    state = state_from(msg.tensors, needs_grad=False, device=self.device)
+                    h_b = self.parts.body(state, cache=self._gen_caches[msg.peer])
                 self.link.send_to(msg.peer, state_tensors(h_b), {"op": "gen_h_B"}, tag="gen_h_B", codec=self.codec_down)
             elif got == "eval_fwd":
                 with torch.no_grad():
-                    h_b = self.parts.body(state_from(msg.tensors, needs_grad=False))
+                    h_b = self.parts.body(state_from(msg.tensors, needs_grad=False, device=self.device))
                 self.link.send_to(
                     msg.peer, state_tensors(h_b), {"op": "eval_h_B"}, tag="eval_h_B", codec=self.codec_down
                 )
@@ -450,12 +487,14 @@ class SplitServerRole:
                 raise RuntimeError(f"unexpected '{got}' from {msg.peer} while waiting for '{op}'")
 
 
-def remote_body(link: Any, *, timeout: float = 300.0, codec: str | Codec = "raw") -> Any:
+def remote_body(
+    link: Any, *, timeout: float = 300.0, codec: str | Codec = "raw", device: torch.device | str | None = None
+) -> Any:
     """A ``body_step`` for ``fedcore.model.generate_through`` that asks the server over ``link``:
-    sends h_A (only the new tokens once the caches hold the prompt), returns h_B."""
+    sends h_A (only the new tokens once the caches hold the prompt), returns h_B on ``device``."""
 
     def body_step(state: SplitState, first: bool) -> SplitState:
         link.send_to("server", state_tensors(state), {"op": "gen_fwd", "first": first}, tag="gen_h_A", codec=codec)
-        return state_from(_expect(link, "gen_h_B", timeout).tensors, needs_grad=False)
+        return state_from(_expect(link, "gen_h_B", timeout).tensors, needs_grad=False, device=device)
 
     return body_step

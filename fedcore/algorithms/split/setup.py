@@ -49,8 +49,8 @@ def endless_batches(data: ClientData, config: RunConfig, client: int, pad_id: in
 
 
 def build_split(config: RunConfig, tokenizer: CharTokenizer) -> SplitModel:
-    """The frozen base model, split; identical in every process for the same config."""
-    model = base_model(config.model, tokenizer.vocab_size)
+    """The frozen base model on ``train.device``, split; identical in every process for the same config."""
+    model = base_model(config.model, tokenizer.vocab_size).to(config.train.device)
     return split_model(model, config.split.blocks_a, config.split.blocks_c)
 
 
@@ -84,7 +84,7 @@ def client_parts(config: RunConfig, sm: SplitModel, client: int) -> ClientParts:
     params = [*lora_parameters(head).values(), *lora_parameters(tail).values()]
     opt = torch.optim.AdamW(params, lr=config.train.lr, weight_decay=0.0)
     tc = config.train
-    noise = torch.Generator().manual_seed(tc.seed * 1000 + client)  # a distinct noise stream per client
+    noise = torch.Generator(tc.device).manual_seed(tc.seed * 1000 + client)  # a distinct noise stream per client
     return ClientParts(head, tail, opt, lr_schedule(opt, tc.rounds * tc.local_steps), noise)
 
 

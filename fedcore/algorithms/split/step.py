@@ -27,6 +27,11 @@ class ClientParts:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     noise_generator: torch.Generator
 
+    @property
+    def device(self) -> torch.device:
+        """Where the head and tail (and so this client's tensors) live."""
+        return next(self.head.parameters()).device
+
 
 @dataclass
 class ServerParts:
@@ -35,6 +40,11 @@ class ServerParts:
     body: SplitBody
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
+
+    @property
+    def device(self) -> torch.device:
+        """Where the body (and so this replica's tensors) lives."""
+        return next(self.body.parameters()).device
 
 
 def _receive(wire: dict, *, needs_grad: bool) -> SplitState:
