@@ -291,7 +291,9 @@ class Endpoint(ABC):
         shaped link would take the GIL a thousand times a second from the threads computing)."""
         if self._sending or any(p.control for p in self._peers.values()):
             return 1
-        waiting = [p.bucket.ready_at(p.outbox[0].enqueued) for p in self._peers.values() if p.outbox]
+        waiting = [
+            p.bucket.ready_at(p.outbox[0].enqueued, _next_size(p.outbox[0])) for p in self._peers.values() if p.outbox
+        ]
         if not waiting:
             return 50
         return max(1, min(50, math.ceil((min(waiting) - time.monotonic()) * 1e3)))
@@ -340,7 +342,7 @@ class Endpoint(ABC):
             out: Outgoing = peer.outbox[0]
             frames = out.messages[out.next_index]
             size = sum(len(f) for f in frames)
-            if peer.bucket.ready_at(out.enqueued) > now:
+            if peer.bucket.ready_at(out.enqueued, size) > now:
                 return
             out.trackers.extend(self._send_frames(peer, frames, track=True))
             peer.bucket.consume(size)
@@ -550,3 +552,8 @@ class Endpoint(ABC):
                 self._banned[route] = until
             if peer is not None and peer.key is not None:
                 self._banned[peer.key] = until  # a new connection with the same key stays ignored
+
+
+def _next_size(out: Outgoing) -> int:
+    """Bytes of the next chunk ``out`` will send (what the link shaper paces)."""
+    return sum(len(f) for f in out.messages[out.next_index])

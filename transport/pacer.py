@@ -27,9 +27,13 @@ class LinkShape:
 
 
 class TokenBucket:
-    """Says when a message may be sent. Tokens refill at ``mbps`` up to ``burst_bytes``; a message
-    may leave while the balance is >= 0 and then takes its size from it (the balance may go into
-    debt, which later messages wait out), so the long-run rate is exactly ``mbps``."""
+    """Says when a chunk may be sent. Tokens refill at ``mbps`` up to ``burst_bytes``; a chunk of
+    n bytes may leave once the bucket holds n tokens (it fills past ``burst_bytes`` only while
+    such a chunk waits) and then takes n from it.
+    So after an idle spell ``burst_bytes`` leave at once, and beyond that every chunk leaves when
+    the link would have finished carrying it (its serialization delay, which a receiver on
+    loopback sees as the chunk's arrival); the long-run rate is exactly ``mbps``. ``nbytes=0``
+    (the default) gives the older rule: leave while the balance is >= 0, then go into debt."""
 
     def __init__(self, shape: LinkShape, clock=time.monotonic):
         self.shape, self._clock = shape, clock
@@ -37,23 +41,29 @@ class TokenBucket:
         self._tokens = float(shape.burst_bytes)
         self._stamp = clock()
 
-    def ready_at(self, enqueued_at: float) -> float:
-        """Earliest clock time the next message may be sent (does not consume)."""
+    def ready_at(self, enqueued_at: float, nbytes: int = 0) -> float:
+        """Earliest clock time the next chunk, of ``nbytes``, may be sent (does not consume)."""
         earliest = enqueued_at + self.shape.latency_ms / 1e3
         if self._rate is None:
             return earliest
-        self._refill()
-        if self._tokens >= 0:
+        self._refill(nbytes, since=enqueued_at)
+        if self._tokens >= nbytes:
             return earliest
-        return max(earliest, self._stamp - self._tokens / self._rate)
+        return max(earliest, self._stamp + (nbytes - self._tokens) / self._rate)
 
     def consume(self, nbytes: int) -> None:
         if self._rate is not None:
-            self._refill()
+            self._refill(nbytes)
             self._tokens -= nbytes
 
-    def _refill(self) -> None:
+    def _refill(self, waiting: int, since: float | None = None) -> None:
+        """Add the tokens earned since the last look: at most ``burst_bytes`` before ``since`` (when
+        the waiting chunk was queued), at most max(burst, ``waiting``) after it."""
         assert self._rate is not None
         now = self._clock()
-        self._tokens = min(float(self.shape.burst_bytes), self._tokens + (now - self._stamp) * self._rate)
+        burst = float(self.shape.burst_bytes)
+        if since is not None and self._stamp < since <= now:
+            self._tokens = min(burst, self._tokens + (since - self._stamp) * self._rate)
+            self._stamp = since
+        self._tokens = min(max(burst, float(waiting)), self._tokens + (now - self._stamp) * self._rate)
         self._stamp = now

@@ -3,6 +3,9 @@ frozen tiny base model, both from seeds (a real deployment loads the same checkp
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -66,13 +69,20 @@ def shuffled_epochs(data: ClientData, batch_size: int, seed: int, pad_id: int) -
 
 
 def base_model(mc: ModelConfig, vocab_size: int) -> torch.nn.Module:
-    """The random-weight causal LM of ``mc``, every parameter frozen (fp32, eval mode).
-    ``vocab_size`` is the tokenizer's; ``mc.vocab_size``, when set, may only be larger."""
+    """The random-weight causal LM of ``mc``, every parameter frozen (fp32, eval mode, on the CPU).
+    ``vocab_size`` is the tokenizer's; ``mc.vocab_size``, when set, may only be larger. The last
+    model built is kept and copied (initialising a 1B-parameter model on the CPU takes seconds)."""
     if mc.vocab_size and mc.vocab_size < vocab_size:
         raise ValueError(f"model.vocab_size {mc.vocab_size} is below the tokenizer's {vocab_size}")
+    return copy.deepcopy(_built_model(tuple(sorted(dataclasses.asdict(mc).items())), mc.vocab_size or vocab_size))
+
+
+@functools.lru_cache(maxsize=1)
+def _built_model(fields: tuple, vocab_size: int) -> torch.nn.Module:
+    mc = ModelConfig(**dict(fields))
     model = tiny_causal_lm(
         mc.family,
-        vocab_size=mc.vocab_size or vocab_size,
+        vocab_size=vocab_size,
         hidden_size=mc.hidden_size,
         num_layers=mc.num_layers,
         num_heads=mc.num_heads,

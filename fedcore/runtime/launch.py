@@ -160,6 +160,7 @@ def run_split_processes(
             "transport": "zmq+curve" if config.transport.curve else "zmq",
             "dropped": dropped,
             "rejoined": rejoined,
+            "train_seconds": result.train_seconds,
         },
     )
 

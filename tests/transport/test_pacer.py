@@ -32,6 +32,37 @@ def test_token_bucket_long_run_rate_and_latency():
     assert elapsed == pytest.approx(49_000_000 / 10e6 + 0.005, rel=0.01)
 
 
+def test_token_bucket_paces_each_chunk_by_its_serialization_delay():
+    """With a 1 KB burst, a 100 KB chunk leaves 99 KB / rate after an idle spell and every later
+    one 100 KB / rate after the previous: it arrives when the link would have carried it."""
+    clock = FakeClock()
+    bucket = TokenBucket(LinkShape(mbps=10.0, burst_bytes=1000), clock=clock)
+    clock.t += 5.0  # idle: the bucket holds only its 1 KB burst
+    start, times = clock.t, []
+    for _ in range(5):
+        ready = bucket.ready_at(start, 100_000)
+        clock.t = ready - 1e-4
+        assert bucket.ready_at(start, 100_000) == pytest.approx(ready)  # asking again does not move it
+        clock.t = ready
+        bucket.consume(100_000)
+        times.append(ready - start)
+    assert times == pytest.approx([0.0099 + 0.01 * i for i in range(5)], abs=1e-9)
+
+
+def test_one_small_message_on_a_shaped_link_arrives_after_its_serialization_delay(endpoints):
+    """A 500 KB message is one chunk: at 10 MB/s with a 1 KB burst it takes about 50 ms."""
+    options = EndpointOptions(lease_s=10.0, link=LinkShape(mbps=10.0, burst_bytes=1024))
+    server = endpoints("server", "tcp://127.0.0.1:0", plaintext=True)
+    client = endpoints("client", server.address, plaintext=True, options=options)
+    client.send({"warm": torch.zeros(1)})
+    server.recv(timeout=10)
+    time.sleep(0.5)  # idle: the bucket refills to its burst only
+    t0 = time.monotonic()
+    client.send({"x": torch.zeros(500_000, dtype=torch.uint8)})
+    server.recv(timeout=10)
+    assert time.monotonic() - t0 >= 0.045
+
+
 def test_link_shape_validation():
     with pytest.raises(ValueError):
         LinkShape(mbps=0)

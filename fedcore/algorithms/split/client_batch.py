@@ -17,6 +17,7 @@ any backward, and the step equals the unpipelined one.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -43,6 +44,7 @@ class ClientBatchServerRole(SplitServerRole):
         period = avg_period or local_steps
         self.average()
         result = SplitServerResult(eval_start=self.evaluate(), eval_end=[])
+        started = time.perf_counter()
         step = 0
         for rnd in range(rounds):
             self.readmit(rnd, steps_done=rnd * local_steps)
@@ -63,6 +65,7 @@ class ClientBatchServerRole(SplitServerRole):
                         result.reports.append(StepReport(rnd, k, step - chunk + i, loss, tokens, seconds))
                 self.average()
                 done += chunk
+        result.train_seconds = time.perf_counter() - started
         result.eval_end = self.evaluate()
         self.stop()
         return result

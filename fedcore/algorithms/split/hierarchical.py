@@ -51,6 +51,7 @@ class HierarchicalServerRole(SplitServerRole):
         period = avg_period or local_steps
         self.average()
         result = SplitServerResult(eval_start=self.evaluate(), eval_end=[])
+        started = time.perf_counter()
         inboxes: dict[str, queue.Queue] = {peer: queue.Queue() for peer in self.clients}
         errors: list[BaseException] = []
         workers = [
@@ -86,6 +87,7 @@ class HierarchicalServerRole(SplitServerRole):
                 q.put(None)
             for w in workers:
                 w.join(timeout=30)
+        result.train_seconds = time.perf_counter() - started
         result.eval_end = self.evaluate()
         self.stop()
         return result

@@ -101,5 +101,5 @@ def run_split_inprocess(config: RunConfig, *, on_step: Callable[[StepReport], No
         wire_messages=merge_counts(dict(server_link.meter_in.messages), dict(server_link.meter_out.messages)),
         wall_seconds=time.perf_counter() - t0,
         client_sizes=[len(d.train) for d in data],
-        extra={"skills": [d.skills for d in data], "transport": "inprocess"},
+        extra={"skills": [d.skills for d in data], "transport": "inprocess", "train_seconds": result.train_seconds},
     )

@@ -243,6 +243,7 @@ class SplitServerResult:
     eval_start: list[float]
     eval_end: list[float]
     reports: list[StepReport] = field(default_factory=list)
+    train_seconds: float = 0.0  # wall time from the first train order to the last step (no evaluation)
 
 
 class SplitServerRole:
@@ -277,6 +278,7 @@ class SplitServerRole:
         after every round (``avg_period`` has no other meaning when clients take turns)."""
         self.average()  # every client starts from the same adapter
         result = SplitServerResult(eval_start=self.evaluate(), eval_end=[])
+        started = time.perf_counter()
         step = 0
         for rnd in range(rounds):
             self.readmit(rnd, steps_done=rnd * local_steps)
@@ -294,6 +296,7 @@ class SplitServerRole:
                     result.reports.append(StepReport(rnd, k, step, loss, tokens, seconds))
                     step += 1
             self.average()
+        result.train_seconds = time.perf_counter() - started
         result.eval_end = self.evaluate()
         self.stop()
         return result
