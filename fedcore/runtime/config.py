@@ -171,9 +171,9 @@ class TransportConfig:
     mbps: float = 0.0  # link bandwidth per direction in MB/s; 0 = unshaped
     latency_ms: float = 0.0
     lease_s: float = 30.0  # a client silent this long (process died, network gone) is dropped from the run
-    # A transfer leaves in chunks and the shaper paces whole chunks (a chunk goes at once, later
-    # ones wait out its bytes): on a slow shaped link keep chunk and burst small against a transfer,
-    # or its first chunk arrives early.
+    # A transfer leaves in chunks; on a shaped link each chunk leaves when the link would have
+    # carried it, except that an idle link lets ``burst_kib`` out at once (keep it small to model
+    # a plain link; chunks much smaller than a transfer let the receiver start on it sooner).
     chunk_kib: int = 8192
     burst_kib: int = 1024
 
