@@ -43,10 +43,12 @@ def state_from(
     msg_tensors: dict[str, torch.Tensor], *, needs_grad: bool, device: torch.device | str | None = None
 ) -> SplitState:
     """The SplitState in a received message, on ``device`` (received tensors are on the CPU);
-    with ``needs_grad`` its hidden state is a fresh leaf that collects this side's gradient."""
+    with ``needs_grad`` its hidden state is a fresh leaf that collects this side's gradient.
+    The copies are blocking: a received tensor may sit in a pooled pinned buffer that is reused
+    once its message is released."""
     wire = {k: msg_tensors[k] for k in STATE_KEYS if k in msg_tensors}
     if device is not None:
-        wire = {k: v.to(device, non_blocking=True) for k, v in wire.items()}
+        wire = {k: v.to(device) for k, v in wire.items()}
     state = SplitState.from_wire({"version": 1, **wire})
     if needs_grad:
         state.hidden = state.hidden.clone().requires_grad_(True)  # a leaf of this side's graph
@@ -193,7 +195,8 @@ class SplitClientRole:
             up["hidden"] = add_gaussian_noise(
                 up["hidden"], self.noise_std, relative=self.noise_relative, generator=parts.noise_generator
             )
-            meta = {"op": "fwd", "head_trains": h_a.hidden.requires_grad, "mb": i, "mbs": count, "loss_tokens": total}
+            meta = {"op": "fwd", "head_trains": h_a.hidden.requires_grad, "mb": i, "mbs": count}
+            meta["loss_tokens"] = sum(counts)  # the step's, not the micro-batch's: a client-batch server weights by it
             self.link.send_to("server", up, meta, tag="h_A", codec=self.codec_up)
             heads.append(h_a)
         loss_sum, tokens = 0.0, int(batch["attention_mask"].sum())
