@@ -270,3 +270,17 @@ def test_tiny_rows_pack_as_zeros_and_a_nan_row_spares_the_others_relative_noise(
     assert torch.isfinite(noisy.sigma).all()  # mean |x| over finite elements only
     scales = noisy.scales.cpu()
     assert torch.isnan(scales[2]) and torch.isfinite(scales[[0, 1, 3]]).all()
+
+
+@pytest.mark.parametrize("fmt", ["int8", "fp8_e4m3"])
+def test_cpu_path_chunking_does_not_change_the_codes(fmt):
+    """The CPU path's chunks (3 rows, or the default byte-sized ones) give the reference's codes."""
+    from fedcore.kernels.quant_pack_ref import pack_cpu
+
+    x = _x((37, 130), torch.float32, seed=11, scale=3.0)
+    x[5, 7] = float("nan")  # a non-finite row inside a chunk
+    want_codes, want_scales = pack_reference(x, fmt=fmt)
+    for rows in (3, 0):
+        codes, scales = pack_cpu(x, None, 0, 0, fmt, chunk_rows=rows)
+        assert torch.equal(codes.view(torch.uint8), want_codes.view(torch.uint8))
+        torch.testing.assert_close(scales, want_scales, rtol=0, atol=0, equal_nan=True)
