@@ -2,7 +2,7 @@
 # The GPU checks and benchmarks in one go, for a machine with torch/triton/transformers/peft but
 # no fedcore install (the lent H100). From the repo root:  bash bench/gpu_suite.sh OUTDIR [SUITES...]
 # SUITES: tests tests-quant quant_pack lora fisher overlap split bcd_runtime_1b fibecfed_gpu
-#         split_modes_1b split_link_1b
+#         split_modes_1b_2 split_modes_1b_4 split_modes_1b_8 (one client count each) split_link_1b
 # (default: tests and the kernel benches). pyzmq wheels in .whl/ are used.
 set -u
 out=${1:?usage: gpu_suite.sh OUTDIR [SUITES...]}; shift
@@ -26,8 +26,8 @@ from fedcore.kernels.quant_pack_cuda import cuda_extension;print('csrc build:',c
              2>&1 | tee "$out/pytest.log" | grep -E "passed|failed|FAILED|Error" | tail -30 ;;
     bcd_runtime_1b) timeout 580 $py bench/bench_bcd_runtime.py --shape llama-3.2-1b --rounds 4 \
              --out "$out/bcd_runtime-h100.json" 2>&1 | tail -30 ;;
-    split_modes_1b) timeout 580 $py bench/bench_split_modes.py --shape llama-3.2-1b --device cuda \
-             --out "$out/split_modes-h100.json" 2>&1 | tail -20 ;;
+    split_modes_1b_*) c=${s##*_}; timeout 580 $py bench/bench_split_modes.py --shape llama-3.2-1b --device cuda \
+             --clients "$c" --repeats 3 --out "$out/split_modes-1b-${c}clients-h100.json" 2>&1 | tail -20 ;;
     split_link_1b) timeout 580 $py bench/bench_split_link.py --shape llama-3.2-1b --device cuda \
              --out "$out/split_link-h100.json" 2>&1 | tail -20 ;;
     fibecfed_gpu) timeout 580 $py bench/bench_fibecfed.py --device cuda --out "$out/fibecfed-h100.json" 2>&1 | tail -30 ;;
