@@ -20,7 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import goal, write_results  # noqa: E402
 from fedcore.transport import InProcessHub  # noqa: E402
 
-from fedcore.algorithms.split.roles import SplitServerRole, remote_body  # noqa: E402
+from fedcore.algorithms.split.client_role import remote_body  # noqa: E402
+from fedcore.algorithms.split.server_role import SplitServerRole  # noqa: E402
 from fedcore.algorithms.split.setup import build_split, client_parts, server_parts  # noqa: E402
 from fedcore.data import CharTokenizer  # noqa: E402
 from fedcore.model import generate_through  # noqa: E402

@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from fedcore.accounting import merge_counts
+from fedcore.algorithms.split.client_role import SplitClientRole
 from fedcore.algorithms.split.inprocess import SplitRunResult
 from fedcore.algorithms.split.modes import make_server_role
-from fedcore.algorithms.split.roles import SplitClientRole, StepReport
+from fedcore.algorithms.split.server_role import StepReport
 from fedcore.algorithms.split.setup import (
     build_client_data,
     build_split,

@@ -28,7 +28,8 @@ from fedcore.model import SplitState
 from fedcore.transport import PeerTimeout, TransportError
 
 from .gather import Piece, gather_grads, gather_states, scatter
-from .roles import SplitServerResult, SplitServerRole, StepReport, state_from
+from .server_role import SplitServerResult, SplitServerRole, StepReport
+from .wire import ProtocolError, checked_grad, checked_state, meta_float, meta_int
 
 EARLY_LIMIT = 256  # messages a client may send ahead of the one the server waits for
 
@@ -60,7 +61,7 @@ class ClientBatchServerRole(SplitServerRole):
                 finished = self._collect("done")
                 for peer in [p for p in self.clients if p in finished]:  # client order, not arrival order
                     msg = finished[peer]
-                    for i, (loss, tokens, seconds) in enumerate(msg.meta["reports"]):
+                    for i, (loss, tokens, seconds) in enumerate(self.reports_of(msg, chunk)):
                         k = self.clients.index(peer)
                         result.reports.append(StepReport(rnd, k, step - chunk + i, loss, tokens, seconds))
                 self.average()
@@ -78,16 +79,17 @@ class ClientBatchServerRole(SplitServerRole):
         fwd = self._collect("fwd", mb=0)
         if any("mbs" in m.meta for m in fwd.values()):
             return self._pipelined_batch_step(fwd)
-        peers = [p for p in self.clients if p in fwd]
-        states, pieces, h_b = self._forward(peers, fwd)
-        bwd = self._collect("bwd", mb=0)
+        peers, states, pieces, h_b = self._forward(fwd)
+        if h_b is None:
+            return {}
+        bwd = self._collect("bwd", mb=0, peers=peers)
         declared = self._checked(bwd, _loss_tokens)
         bwd = {p: m for p, m in bwd.items() if p in declared}
         counts = [declared.get(p, 0) for p in peers]
         total = max(sum(counts), 1)
         self._backward(peers, states, pieces, h_b, bwd, dict(zip(peers, [c / total for c in counts], strict=True)))
         self._optimizer_step()
-        return {p: (float(bwd[p].meta["loss"]), int(bwd[p].meta["tokens"])) for p in peers if p in bwd}
+        return self._reports(bwd)
 
     def _pipelined_batch_step(self, first: dict[str, Any]) -> dict[str, tuple[float, int]]:
         """One optimizer step over micro-batches (GPipe): every micro-batch's gathered forward,
@@ -105,20 +107,47 @@ class ClientBatchServerRole(SplitServerRole):
         forwards = []
         for i in range(max(counts.values())):
             fwd = first if i == 0 else self._collect("fwd", mb=i, peers=[p for p, c in counts.items() if c > i])
-            peers = [p for p in self.clients if p in fwd]
-            if peers:
-                forwards.append((i, peers, *self._forward(peers, fwd)))
+            peers, states, pieces, h_b = self._forward(fwd)
+            if h_b is not None:
+                forwards.append((i, peers, states, pieces, h_b))
         last: dict[str, Any] = {}
         for i, peers, states, pieces, h_b in forwards:
             bwd = self._collect("bwd", mb=i, peers=peers)
             self._backward(peers, states, pieces, h_b, bwd, weights)
             last.update(bwd)
         self._optimizer_step()
-        return {p: (float(m.meta["loss"]), int(m.meta["tokens"])) for p, m in last.items() if p in self.active}
+        return self._reports(last)
 
-    def _forward(self, peers: list[str], fwd: dict[str, Any]) -> tuple[list[SplitState], list[Piece], SplitState]:
-        """The body on the gathered h_A of ``peers``; each gets its slice of h_B."""
-        states = [state_from(fwd[p].tensors, needs_grad=True, device=self.device) for p in peers]
+    def _reports(self, bwd: dict[str, Any]) -> dict[str, tuple[float, int]]:
+        """Each client's (loss, tokens) from its last dh_B message (a client whose numbers are
+        malformed is dropped)."""
+        out = {}
+        for peer, msg in bwd.items():
+            if peer not in self.active:
+                continue
+            try:
+                out[peer] = (meta_float(msg.meta, "loss"), meta_int(msg.meta, "tokens", low=0, high=2**62, default=0))
+            except ProtocolError as exc:
+                self.drop_if_gone(exc, peer)
+        return out
+
+    def _forward(self, fwd: dict[str, Any]) -> tuple[list[str], list[SplitState], list[Piece], SplitState | None]:
+        """The body on the gathered h_A in ``fwd`` (client order); each client gets its slice of
+        h_B. A client whose h_A is malformed is dropped and left out. Returns the clients served,
+        their states, their pieces and the body output (None when no client is left)."""
+        peers, states = [], []
+        for peer in [p for p in self.clients if p in fwd]:
+            try:
+                state = checked_state(
+                    fwd[peer].tensors, hidden_size=self.hidden_size, needs_grad=True, device=self.device
+                )
+            except ProtocolError as exc:
+                self.drop_if_gone(exc, peer)
+                continue
+            peers.append(peer)
+            states.append(state)
+        if not peers:
+            return [], [], [], None
         gathered, pieces = gather_states(states)
         h_b = self.parts.body(gathered)
         mask = gathered.attention_mask
@@ -131,7 +160,7 @@ class ClientBatchServerRole(SplitServerRole):
                 "attention_mask": mask[rows, : piece.steps],
             }
             self._send(peer, out, {"op": "h_B"}, tag="h_B", codec=self.codec_down)
-        return states, pieces, h_b
+        return peers, states, pieces, h_b
 
     def _backward(
         self,
@@ -143,21 +172,26 @@ class ClientBatchServerRole(SplitServerRole):
         weights: dict[str, float],
     ) -> None:
         """Backward through the body with each client's dh_B scaled by its weight (a client
-        without loss tokens, whose loss is NaN, or lost meanwhile contributes zeros); each client
-        that sent dh_B gets the gradient of its own loss with respect to its h_A."""
-        grads = [
-            bwd[p].tensors["grad"].to(self.device) * weights[p]
-            if p in bwd and weights[p] > 0
-            else torch.zeros_like(s.hidden)
-            for p, s in zip(peers, states, strict=True)
-        ]
+        without loss tokens, whose loss is NaN, lost meanwhile or whose dh_B is malformed
+        contributes zeros); each client that sent dh_B gets the gradient of its own loss with
+        respect to its h_A."""
+        grads = []
+        for peer, state, hidden in zip(peers, states, scatter(h_b.hidden, pieces), strict=True):
+            grad = torch.zeros_like(state.hidden)
+            if peer in bwd and weights[peer] > 0:
+                try:
+                    grad = checked_grad(bwd[peer].tensors, hidden) * weights[peer]
+                except ProtocolError as exc:
+                    self.drop_if_gone(exc, peer)
+                    bwd.pop(peer)
+            grads.append(grad)
         h_b.hidden.backward(gather_grads(grads, pieces, h_b.hidden))
         for peer, state in zip(peers, states, strict=True):
             if peer not in bwd:
                 continue
-            grad, w = state.hidden.grad, weights[peer]
-            grad = grad / w if grad is not None and w > 0 else torch.zeros_like(state.hidden)
-            self._send(peer, {"grad": grad}, {"op": "dh_A"}, tag="dh_A", codec=self.codec_grad)
+            own, w = state.hidden.grad, weights[peer]
+            dh_a = own / w if own is not None and w > 0 else torch.zeros_like(state.hidden)
+            self._send(peer, {"grad": dh_a}, {"op": "dh_A"}, tag="dh_A", codec=self.codec_grad)
             bwd[peer].release()
 
     def _checked(self, msgs: dict[str, Any], parse: Callable[[dict[str, Any]], int]) -> dict[str, int]:
@@ -167,7 +201,7 @@ class ClientBatchServerRole(SplitServerRole):
         for peer, msg in msgs.items():
             try:
                 values[peer] = parse(msg.meta)
-            except ValueError as exc:
+            except ProtocolError as exc:
                 self.drop_if_gone(exc, peer)
         return values
 
@@ -201,7 +235,7 @@ class ClientBatchServerRole(SplitServerRole):
                 why = (
                     f"expected '{op}' (micro-batch {mb}), got '{msg.meta.get('op')}' (micro-batch {msg.meta.get('mb')})"
                 )
-                self.drop_if_gone(ValueError(f"protocol: {why}"), peer)
+                self.drop_if_gone(ProtocolError(why), peer)
                 return
             got[peer] = queue.popleft()
 
@@ -218,7 +252,7 @@ class ClientBatchServerRole(SplitServerRole):
                 continue  # a returning client's hello, or a late message from a dropped client
             queue = self._early.setdefault(msg.peer, deque())
             if len(queue) >= EARLY_LIMIT:
-                self.drop_if_gone(ValueError(f"protocol: more than {EARLY_LIMIT} messages ahead of the step"), msg.peer)
+                self.drop_if_gone(ProtocolError(f"more than {EARLY_LIMIT} messages ahead of the step"), msg.peer)
                 continue
             queue.append(msg)
             if msg.peer in wanted:
@@ -230,15 +264,9 @@ class ClientBatchServerRole(SplitServerRole):
 
 def _loss_tokens(meta: dict[str, Any]) -> int:
     """The loss-token count a client reported, checked (it weights that client's gradient)."""
-    value = meta.get("loss_tokens", meta.get("tokens"))
-    if type(value) is not int or value < 0:
-        raise ValueError(f"protocol: loss_tokens={value!r}; expected an int >= 0")
-    return value
+    return meta_int(meta, "loss_tokens", low=0, high=2**62, default=meta.get("tokens"))
 
 
 def _micro_count(meta: dict[str, Any]) -> int:
     """The number of micro-batches a client announced for its step, checked."""
-    value = meta.get("mbs", 1)
-    if type(value) is not int or not 1 <= value <= EARLY_LIMIT // 2:
-        raise ValueError(f"protocol: mbs={value!r}; expected an int in [1, {EARLY_LIMIT // 2}]")
-    return value
+    return meta_int(meta, "mbs", low=1, high=EARLY_LIMIT // 2, default=1)

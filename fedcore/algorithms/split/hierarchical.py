@@ -9,6 +9,7 @@ their FedAvg (weighted by training samples), and the clients' head/tail LoRA lik
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import copy
 import queue
@@ -22,8 +23,9 @@ from fedcore.aggregate import weighted_average
 from fedcore.lora import load_lora_state, lora_parameters, lora_state
 from fedcore.transport import PeerTimeout
 
-from .roles import SplitServerResult, SplitServerRole, StepReport, state_from, state_tensors
+from .server_role import SplitServerResult, SplitServerRole, StepReport
 from .step import ServerParts
+from .wire import ProtocolError, checked_grad, checked_state, state_tensors
 
 
 def replicate(parts: ServerParts, count: int, make_optimizer, make_schedule) -> list[ServerParts]:
@@ -46,6 +48,7 @@ class HierarchicalServerRole(SplitServerRole):
             raise ValueError(f"one replica per client: {len(replicas)} replicas for {len(clients)} clients")
         super().__init__(link, replicas[0], clients, weights, **kw)
         self.replicas = dict(zip(clients, replicas, strict=True))
+        self._misbehaved: collections.deque = collections.deque()  # (peer, ProtocolError) from the workers
 
     def run(self, *, rounds: int, local_steps: int, avg_period: int = 0) -> SplitServerResult:
         period = avg_period or local_steps
@@ -73,7 +76,7 @@ class HierarchicalServerRole(SplitServerRole):
                         q.join()  # every replica's last optimizer step is in
                     for peer in [p for p in self.clients if p in finished]:  # client order, not arrival
                         msg, k = finished[peer], self.clients.index(peer)
-                        for i, (loss, tokens, seconds) in enumerate(msg.meta["reports"]):
+                        for i, (loss, tokens, seconds) in enumerate(self.reports_of(msg, chunk)):
                             report = StepReport(rnd, k, step + i, loss, tokens, seconds)
                             result.reports.append(report)
                             if self.on_step is not None:
@@ -104,6 +107,9 @@ class HierarchicalServerRole(SplitServerRole):
         finished: dict[str, Any] = {}
         deadline = time.monotonic() + self.timeout
         while any(p not in finished for p in self.active):
+            while self._misbehaved:  # a client whose message broke the protocol leaves; the others go on
+                peer, exc = self._misbehaved.popleft()
+                self.drop_if_gone(exc, peer)
             if errors:  # checked every poll: a failed replica surfaces at once, not after the timeout
                 raise RuntimeError("a body replica failed") from errors[0]
             try:
@@ -123,7 +129,7 @@ class HierarchicalServerRole(SplitServerRole):
             elif op == "done" and msg.peer in inboxes and msg.peer not in finished:
                 finished[msg.peer] = msg
             else:
-                raise RuntimeError(f"unexpected '{op}' from {msg.peer} during a server-hierarchical chunk")
+                self.drop_if_gone(ProtocolError(f"unexpected '{op}' during a server-hierarchical chunk"), msg.peer)
         return {p: m for p, m in finished.items() if p in self.active}
 
     def _worker(self, peer: str, inbox: queue.Queue, errors: list[BaseException]) -> None:
@@ -141,7 +147,9 @@ class HierarchicalServerRole(SplitServerRole):
                 with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
                     if msg.meta["op"] == "fwd":
                         trains = bool(msg.meta.get("head_trains"))
-                        body_in = state_from(msg.tensors, needs_grad=trains, device=parts.device)
+                        body_in = checked_state(
+                            msg.tensors, hidden_size=self.hidden_size, needs_grad=trains, device=parts.device
+                        )
                         h_b = parts.body(body_in)
                         pending[msg.meta.get("mb", 0)] = (body_in, h_b)
                         out = state_tensors(h_b)
@@ -149,8 +157,13 @@ class HierarchicalServerRole(SplitServerRole):
                             stream.synchronize()
                         self.link.send_to(peer, out, {"op": "h_B"}, tag="h_B", codec=self.codec_down)
                     else:
-                        body_in, h_b = pending.pop(msg.meta.get("mb", 0))
-                        h_b.hidden.backward(msg.tensors["grad"].to(h_b.hidden.device))
+                        mb = msg.meta.get("mb", 0)
+                        if mb not in pending:
+                            raise ProtocolError(f"dh_B for micro-batch {mb} without its h_A")
+                        body_in, h_b = pending[mb]
+                        grad_in = checked_grad(msg.tensors, h_b.hidden)
+                        del pending[mb]
+                        h_b.hidden.backward(grad_in)
                         grad = body_in.hidden.grad if body_in.hidden.grad is not None else torch.zeros(0)
                         if msg.meta.get("last", True):  # the step closes with its last micro-batch
                             parts.optimizer.step()
@@ -159,6 +172,8 @@ class HierarchicalServerRole(SplitServerRole):
                         if stream is not None:
                             stream.synchronize()
                         self.link.send_to(peer, {"grad": grad}, {"op": "dh_A"}, tag="dh_A", codec=self.codec_grad)
+            except ProtocolError as exc:  # this client leaves the run (the routing loop drops it)
+                self._misbehaved.append((peer, exc))
             except BaseException as exc:  # surfaced by the routing loop
                 errors.append(exc)
             finally:

@@ -14,8 +14,9 @@ from fedcore.data import CharTokenizer
 from fedcore.runtime.config import RunConfig
 from fedcore.transport import InProcessHub
 
+from .client_role import SplitClientRole
 from .modes import make_server_role
-from .roles import SplitClientRole, StepReport
+from .server_role import StepReport
 from .setup import build_client_data, build_split, client_parts, endless_batches, wire_codecs
 
 

@@ -13,7 +13,7 @@ from fedcore.runtime.config import RunConfig
 
 from .client_batch import ClientBatchServerRole
 from .hierarchical import HierarchicalServerRole, replicate
-from .roles import SplitServerRole, StepReport
+from .server_role import SplitServerRole, StepReport
 from .setup import lr_schedule, server_parts, server_steps, wire_codecs
 
 SERVER_ROLES: dict[str, type[SplitServerRole]] = {

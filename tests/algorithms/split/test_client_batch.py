@@ -9,8 +9,8 @@ import torch
 from fedcore.transport import InProcessHub
 
 from fedcore.algorithms.split.client_batch import ClientBatchServerRole
-from fedcore.algorithms.split.roles import state_tensors
 from fedcore.algorithms.split.setup import build_split, server_parts
+from fedcore.algorithms.split.wire import state_tensors
 from fedcore.data import CharTokenizer
 from fedcore.model import SplitState
 from fedcore.runtime.config import config_from_dict
@@ -128,3 +128,24 @@ def test_a_bad_micro_batch_count_drops_that_client():
     assert not worker.is_alive() and "error" not in out, out.get("error")
     assert list(out["result"]) == ["c0"]  # type: ignore[call-overload]
     assert "mbs" in role.dropped["c1"]
+
+
+def test_a_malformed_h_a_or_dh_b_drops_that_client_and_the_step_goes_on():
+    role, c0, c1 = _role()
+    gen = torch.Generator().manual_seed(4)
+    worker, out = _run(role)
+    c0.send(_h_a(gen, 2, 5), {"op": "fwd", "head_trains": True}, tag="h_A")
+    c1.send(_h_a(gen, 3, 4), {"op": "fwd", "head_trains": True}, tag="h_A")
+    assert c1.recv(10).meta["op"] == "h_B"
+    c1.send({"grad": torch.randn(3, 5, 32)}, {"op": "bwd", "loss": 1.0, "tokens": 9, "loss_tokens": 6}, tag="dh_B")
+    dh_a = _answer_backward(c0, {"loss_tokens": 8})
+    worker.join(10)
+    assert not worker.is_alive() and "error" not in out, out.get("error")
+    assert list(out["result"]) == ["c0"]  # type: ignore[call-overload]
+    assert "dh_B (3, 5, 32) for h_B of shape (3, 4, 32)" in role.dropped["c1"]
+    assert dh_a.shape == (2, 5, 32) and torch.isfinite(dh_a).all()
+
+    worker, out = _run(role)  # the next step: c1 is out; c0 alone, with a bad h_A from nobody else
+    c0.send({"hidden": torch.randn(2, 5)}, {"op": "fwd", "head_trains": True}, tag="h_A")  # not (B, T, H)
+    worker.join(10)
+    assert isinstance(out.get("error"), RuntimeError) and "every client has dropped out" in str(out["error"])

@@ -9,7 +9,8 @@ import threading
 import torch
 from fedcore.transport import InProcessHub
 
-from fedcore.algorithms.split.roles import SplitServerRole, remote_body
+from fedcore.algorithms.split.client_role import remote_body
+from fedcore.algorithms.split.server_role import SplitServerRole
 from fedcore.algorithms.split.setup import build_split, client_parts, server_parts
 from fedcore.data import CharTokenizer
 from fedcore.model import GenerationTrace, generate_through, split_generate

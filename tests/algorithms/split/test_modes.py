@@ -13,8 +13,8 @@ from fedcore.transport import InProcessHub
 from fedcore.algorithms.split.client_batch import ClientBatchServerRole
 from fedcore.algorithms.split.gather import gather_grads, gather_states, scatter
 from fedcore.algorithms.split.hierarchical import replicate
-from fedcore.algorithms.split.roles import state_from, state_tensors
 from fedcore.algorithms.split.setup import build_split, client_parts, lr_schedule, server_parts
+from fedcore.algorithms.split.wire import state_from, state_tensors
 from fedcore.data import CharTokenizer
 from fedcore.lora import lora_parameters, lora_state
 from fedcore.model import SplitState

@@ -7,7 +7,7 @@ import pytest
 import torch
 from fedcore.transport import InProcessHub
 
-from fedcore.algorithms.split.roles import SplitClientRole
+from fedcore.algorithms.split.client_role import SplitClientRole
 from fedcore.algorithms.split.setup import build_client_data, build_split, client_parts, endless_batches
 from fedcore.data import CharTokenizer
 from fedcore.lora import lora_state

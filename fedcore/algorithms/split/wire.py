@@ -1,0 +1,110 @@
+"""Split states and gradients as message tensors, and the checks the server applies to what a
+client sends: a message that breaks the protocol raises ``ProtocolError`` and costs only that
+client its place in the run, never the step of the others."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from fedcore.model import SplitState
+
+STATE_KEYS = ("hidden", "position_ids", "attention_mask")
+
+
+class ProtocolError(ValueError):
+    """A client's message breaks the split protocol (wrong op, shape, count); the server drops it."""
+
+    def __str__(self) -> str:
+        return f"protocol: {super().__str__()}"
+
+
+def state_tensors(state: SplitState) -> dict[str, torch.Tensor]:
+    """The tensors of ``state.to_wire()`` (its version travels in the message meta)."""
+    return {k: v for k, v in state.to_wire().items() if isinstance(v, torch.Tensor)}
+
+
+def state_from(
+    msg_tensors: dict[str, torch.Tensor], *, needs_grad: bool, device: torch.device | str | None = None
+) -> SplitState:
+    """The SplitState in a received message, on ``device`` (received tensors are on the CPU);
+    with ``needs_grad`` its hidden state is a fresh leaf that collects this side's gradient.
+    The copies are blocking: a received tensor may sit in a pooled pinned buffer that is reused
+    once its message is released. A malformed state raises ``ValueError``."""
+    wire = {k: msg_tensors[k] for k in STATE_KEYS if k in msg_tensors}
+    if device is not None:
+        wire = {k: v.to(device) for k, v in wire.items()}
+    state = SplitState.from_wire({"version": 1, **wire})
+    if needs_grad:
+        state.hidden = state.hidden.clone().requires_grad_(True)  # a leaf of this side's graph
+    return state
+
+
+def checked_state(
+    msg_tensors: dict[str, torch.Tensor], *, hidden_size: int, needs_grad: bool, device: torch.device | str
+) -> SplitState:
+    """``state_from`` for a client's h_A: a (B, T, ``hidden_size``) float state with consistent
+    positions and mask, or ``ProtocolError``."""
+    try:
+        state = state_from(msg_tensors, needs_grad=needs_grad, device=device)
+    except ValueError as exc:
+        raise ProtocolError(f"bad h_A: {exc}") from exc
+    if state.hidden.shape[-1] != hidden_size or state.hidden.numel() == 0:
+        raise ProtocolError(f"h_A of shape {tuple(state.hidden.shape)}; the body takes (B, T, {hidden_size})")
+    return state
+
+
+def checked_grad(msg_tensors: dict[str, torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+    """A client's dL/dh_B for the body output ``like``: same shape, floating point, moved to
+    ``like``'s device and dtype; or ``ProtocolError``."""
+    grad = msg_tensors.get("grad")
+    if not isinstance(grad, torch.Tensor) or not grad.is_floating_point() or grad.shape != like.shape:
+        got = tuple(grad.shape) if isinstance(grad, torch.Tensor) else type(grad).__name__
+        raise ProtocolError(f"dh_B {got} for h_B of shape {tuple(like.shape)}")
+    return grad.to(device=like.device, dtype=like.dtype)
+
+
+def meta_int(meta: dict[str, Any], key: str, *, low: int, high: int, default: int | None = None) -> int:
+    """``meta[key]`` as an int in [low, high], or ``ProtocolError``."""
+    value = meta.get(key, default)
+    if type(value) is not int or not low <= value <= high:
+        raise ProtocolError(f"{key}={value!r}; expected an int in [{low}, {high}]")
+    return value
+
+
+def meta_float(meta: dict[str, Any], key: str, default: float = float("nan")) -> float:
+    """``meta[key]`` as a float (``default`` when absent), or ``ProtocolError``."""
+    value = meta.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ProtocolError(f"{key}={value!r}; expected a number")
+    return float(value)
+
+
+def step_reports(meta: dict[str, Any], steps: int) -> list[tuple[float, int, float]]:
+    """The ``steps`` (loss, tokens, seconds) a client's ``done`` message reports, or ``ProtocolError``."""
+    reports = meta.get("reports")
+    if not isinstance(reports, list) or len(reports) != steps:
+        raise ProtocolError(f"'done' must report {steps} steps")
+    out = []
+    for entry in reports:
+        if not isinstance(entry, list | tuple) or len(entry) != 3:
+            raise ProtocolError(f"a step report must be [loss, tokens, seconds], got {entry!r}")
+        loss, tokens, seconds = entry
+        row = {"loss": loss, "tokens": tokens, "seconds": seconds}
+        out.append((meta_float(row, "loss"), meta_int(row, "tokens", low=0, high=2**62), meta_float(row, "seconds")))
+    return out
+
+
+def check_lora_upload(state: dict[str, torch.Tensor], reference: dict[str, torch.Tensor] | None) -> None:
+    """A client's head/tail LoRA upload: finite floating tensors with ``reference``'s names and
+    shapes (the last average, or the first upload of the round); else ``ProtocolError``."""
+    if not state:
+        raise ProtocolError("empty LoRA upload")
+    if reference is not None and set(state) != set(reference):
+        raise ProtocolError(f"LoRA upload names differ from the others' ({len(state)} vs {len(reference)} tensors)")
+    for name, tensor in state.items():
+        if reference is not None and tensor.shape != reference[name].shape:
+            raise ProtocolError(f"LoRA {name}: shape {tuple(tensor.shape)}, expected {tuple(reference[name].shape)}")
+        if not tensor.is_floating_point() or not bool(torch.isfinite(tensor).all()):
+            raise ProtocolError(f"LoRA {name}: not a finite floating tensor")
