@@ -117,13 +117,11 @@ class SplitClientRole:
         self.link.send_to("server", up, {"op": "fwd", "head_trains": head_trains}, tag="h_A", codec=self.codec_up)
         tail_in = state_from(_expect(self.link, "h_B", self.timeout).tensors, needs_grad=True, device=self.device)
         loss = parts.tail(tail_in, labels=batch["labels"]).loss
-        loss.backward()
-        assert tail_in.hidden.grad is not None
         tokens = int(batch["attention_mask"].sum())
         loss_tokens = int((batch["labels"][:, 1:] != -100).sum())  # what the mean loss averages over
         self.link.send_to(
             "server",
-            {"grad": tail_in.hidden.grad},
+            {"grad": _tail_backward(loss, tail_in, loss_tokens)},
             {"op": "bwd", "loss": float(loss.detach()), "tokens": tokens, "loss_tokens": loss_tokens},
             tag="dh_B",
             codec=self.codec_grad,
@@ -167,12 +165,12 @@ class SplitClientRole:
         for i, mb in enumerate(micro):
             tail_in = state_from(_expect(self.link, "h_B", self.timeout).tensors, needs_grad=True, device=self.device)
             loss = parts.tail(tail_in, labels=mb["labels"]).loss * (counts[i] / total)
-            loss.backward()
-            loss_sum += float(loss.detach())
-            assert tail_in.hidden.grad is not None
+            grad = _tail_backward(loss, tail_in, counts[i])
+            loss_sum += float(loss.detach()) if counts[i] else 0.0
             last = i == count - 1
-            meta = {"op": "bwd", "mb": i, "last": last, "loss": loss_sum, "tokens": tokens, "loss_tokens": total}
-            self.link.send_to("server", {"grad": tail_in.hidden.grad}, meta, tag="dh_B", codec=self.codec_grad)
+            reported = loss_sum if sum(counts) else float("nan")  # a mean over no tokens, as unpipelined
+            meta = {"op": "bwd", "mb": i, "last": last, "loss": reported, "tokens": tokens, "loss_tokens": total}
+            self.link.send_to("server", {"grad": grad}, meta, tag="dh_B", codec=self.codec_grad)
         for h_a in heads:
             down = _expect(self.link, "dh_A", self.timeout)
             if h_a.hidden.requires_grad:
@@ -181,7 +179,7 @@ class SplitClientRole:
         parts.scheduler.step()
         parts.optimizer.zero_grad(set_to_none=True)
         self.steps_taken += 1
-        return [loss_sum, tokens, time.perf_counter() - t0]
+        return [loss_sum if sum(counts) else float("nan"), tokens, time.perf_counter() - t0]
 
     def _on_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
@@ -203,6 +201,16 @@ class SplitClientRole:
             tokens = int((batch["labels"][:, 1:] != -100).sum())
             total, count = total + float(loss) * tokens, count + tokens
         return total / max(count, 1)
+
+
+def _tail_backward(loss: torch.Tensor, tail_in: SplitState, loss_tokens: int) -> torch.Tensor:
+    """Backward from ``loss`` through the tail; returns dL/dh_B. Without loss tokens the loss is
+    NaN (a mean over nothing): nothing is backpropagated and dL/dh_B is zero."""
+    if loss_tokens == 0:
+        return torch.zeros_like(tail_in.hidden)
+    loss.backward()
+    assert tail_in.hidden.grad is not None  # tail_in.hidden is a leaf that feeds the loss
+    return tail_in.hidden.grad
 
 
 def remote_body(

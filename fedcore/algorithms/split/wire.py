@@ -44,25 +44,30 @@ def state_from(
 def checked_state(
     msg_tensors: dict[str, torch.Tensor], *, hidden_size: int, needs_grad: bool, device: torch.device | str
 ) -> SplitState:
-    """``state_from`` for a client's h_A: a (B, T, ``hidden_size``) float state with consistent
-    positions and mask, or ``ProtocolError``."""
+    """``state_from`` for a client's h_A: a finite (B, T, ``hidden_size``) float state with
+    consistent positions and mask, or ``ProtocolError``."""
     try:
         state = state_from(msg_tensors, needs_grad=needs_grad, device=device)
     except ValueError as exc:
         raise ProtocolError(f"bad h_A: {exc}") from exc
     if state.hidden.shape[-1] != hidden_size or state.hidden.numel() == 0:
         raise ProtocolError(f"h_A of shape {tuple(state.hidden.shape)}; the body takes (B, T, {hidden_size})")
+    if not bool(torch.isfinite(state.hidden).all()):  # one NaN would poison the body's LoRA for everyone
+        raise ProtocolError("h_A holds non-finite values")
     return state
 
 
 def checked_grad(msg_tensors: dict[str, torch.Tensor], like: torch.Tensor) -> torch.Tensor:
-    """A client's dL/dh_B for the body output ``like``: same shape, floating point, moved to
-    ``like``'s device and dtype; or ``ProtocolError``."""
+    """A client's dL/dh_B for the body output ``like``: same shape, floating point, finite, moved
+    to ``like``'s device and dtype; or ``ProtocolError``."""
     grad = msg_tensors.get("grad")
     if not isinstance(grad, torch.Tensor) or not grad.is_floating_point() or grad.shape != like.shape:
         got = tuple(grad.shape) if isinstance(grad, torch.Tensor) else type(grad).__name__
         raise ProtocolError(f"dh_B {got} for h_B of shape {tuple(like.shape)}")
-    return grad.to(device=like.device, dtype=like.dtype)
+    grad = grad.to(device=like.device, dtype=like.dtype)
+    if not bool(torch.isfinite(grad).all()):
+        raise ProtocolError("dh_B holds non-finite values")
+    return grad
 
 
 def meta_int(meta: dict[str, Any], key: str, *, low: int, high: int, default: int | None = None) -> int:

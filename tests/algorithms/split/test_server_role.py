@@ -137,3 +137,15 @@ def test_a_hierarchical_replica_reports_a_bad_message_instead_of_failing(op):
     assert not errors
     peer, exc = role._misbehaved.popleft()
     assert peer == "c0" and "protocol" in str(exc)
+
+
+def test_a_non_finite_h_a_is_refused_before_it_reaches_the_body():
+    role, c0, c1 = _role()
+    worker, out = _in_thread(lambda: role._serve_until("c0", "eval_result"))
+    poisoned = _h_a(2, 5)
+    poisoned["hidden"][1, 2, 3] = float("nan")
+    c1.send(poisoned, {"op": "eval_fwd"}, tag="eval_h_A")
+    c0.send({}, {"op": "eval_result", "loss": 2.0}, tag="control")
+    worker.join(10)
+    assert "error" not in out, out.get("error")
+    assert "non-finite" in role.dropped["c1"] and role.active == ["c0"]
