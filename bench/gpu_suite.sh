@@ -28,7 +28,7 @@ from fedcore.kernels.quant_pack_cuda import cuda_extension;print('csrc build:',c
              --out "$out/bcd_runtime-h100.json" 2>&1 | tail -30 ;;
     split_modes_1b_*) c=${s##*_}; timeout 580 $py bench/bench_split_modes.py --shape llama-3.2-1b --device cuda \
              --clients "$c" --repeats 3 --out "$out/split_modes-1b-${c}clients-h100.json" 2>&1 | tail -20 ;;
-    split_link_1b) timeout 580 $py bench/bench_split_link.py --shape llama-3.2-1b --device cuda \
+    split_link_1b) timeout 580 $py bench/bench_split_link.py --shape llama-3.2-1b --device cuda --repeats 2 \
              --out "$out/split_link-h100.json" 2>&1 | tail -20 ;;
     fibecfed_gpu) timeout 580 $py bench/bench_fibecfed.py --device cuda --out "$out/fibecfed-h100.json" 2>&1 | tail -30 ;;
     *) timeout 240 $py bench/bench_$s.py --out "$out/$s-h100.json" 2>&1 | tail -45 ;;
