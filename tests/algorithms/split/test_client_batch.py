@@ -6,28 +6,10 @@ from __future__ import annotations
 import threading
 
 import torch
-from fedcore.transport import InProcessHub
 
 from fedcore.algorithms.split.client_batch import ClientBatchServerRole
-from fedcore.algorithms.split.setup import build_split, server_parts
 from fedcore.algorithms.split.wire import state_tensors
-from fedcore.data import CharTokenizer
 from fedcore.model import SplitState
-from fedcore.runtime.config import config_from_dict
-
-CONFIG = {
-    "model": {"hidden_size": 32, "num_layers": 4},
-    "lora": {"r": 4, "alpha": 8.0},
-    "train": {"clients": 2, "rounds": 1, "local_steps": 1, "batch_size": 4},
-}
-
-
-def _role():
-    config = config_from_dict(CONFIG)
-    parts = server_parts(config, build_split(config, CharTokenizer()))
-    hub = InProcessHub()
-    role = ClientBatchServerRole(hub.server(), parts, ["c0", "c1"], [1.0, 1.0], timeout=10)
-    return role, hub.endpoint("c0"), hub.endpoint("c1")
 
 
 def _h_a(gen, batch: int, steps: int) -> dict[str, torch.Tensor]:
@@ -64,9 +46,9 @@ def _answer_backward(link, step_meta: dict) -> torch.Tensor:
     return back.tensors["grad"]
 
 
-def test_a_client_running_ahead_is_served_in_order():
+def test_a_client_running_ahead_is_served_in_order(make_server):
     """c0 sends both micro-batches' h_A and then its first dh_B before c1's second h_A arrives."""
-    role, c0, c1 = _role()
+    role, c0, c1 = make_server(ClientBatchServerRole)
     gen = torch.Generator().manual_seed(1)
     worker, out = _run(role)
     meta = {"op": "fwd", "head_trains": True, "mbs": 2}
@@ -103,8 +85,8 @@ def test_a_client_running_ahead_is_served_in_order():
     assert not role.dropped
 
 
-def test_a_client_breaking_the_protocol_is_dropped_and_the_step_goes_on():
-    role, c0, c1 = _role()
+def test_a_client_breaking_the_protocol_is_dropped_and_the_step_goes_on(make_server):
+    role, c0, c1 = make_server(ClientBatchServerRole)
     gen = torch.Generator().manual_seed(2)
     worker, out = _run(role)
     c1.send({"grad": torch.randn(2, 3, 32)}, {"op": "bwd", "loss": 1.0, "tokens": 6}, tag="dh_B")  # no h_A first
@@ -117,8 +99,8 @@ def test_a_client_breaking_the_protocol_is_dropped_and_the_step_goes_on():
     assert dh_a.shape == (2, 5, 32)
 
 
-def test_a_bad_micro_batch_count_drops_that_client():
-    role, c0, c1 = _role()
+def test_a_bad_micro_batch_count_drops_that_client(make_server):
+    role, c0, c1 = make_server(ClientBatchServerRole)
     gen = torch.Generator().manual_seed(3)
     worker, out = _run(role)
     c1.send(_h_a(gen, 2, 5), {"op": "fwd", "head_trains": True, "mb": 0, "mbs": 10**9, "loss_tokens": 3}, tag="h_A")
@@ -130,8 +112,8 @@ def test_a_bad_micro_batch_count_drops_that_client():
     assert "mbs" in role.dropped["c1"]
 
 
-def test_a_malformed_h_a_or_dh_b_drops_that_client_and_the_step_goes_on():
-    role, c0, c1 = _role()
+def test_a_malformed_h_a_or_dh_b_drops_that_client_and_the_step_goes_on(make_server):
+    role, c0, c1 = make_server(ClientBatchServerRole)
     gen = torch.Generator().manual_seed(4)
     worker, out = _run(role)
     c0.send(_h_a(gen, 2, 5), {"op": "fwd", "head_trains": True}, tag="h_A")

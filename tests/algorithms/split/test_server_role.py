@@ -13,22 +13,8 @@ from fedcore.transport.messages import Message
 
 from fedcore.algorithms.split.hierarchical import HierarchicalServerRole
 from fedcore.algorithms.split.server_role import SplitServerRole
-from fedcore.algorithms.split.setup import build_split, server_parts
 from fedcore.algorithms.split.wire import state_tensors
-from fedcore.data import CharTokenizer
 from fedcore.model import SplitState
-from fedcore.runtime.config import config_from_dict
-
-CONFIG = {
-    "model": {"hidden_size": 32, "num_layers": 4},
-    "lora": {"r": 4, "alpha": 8.0},
-    "train": {"clients": 2, "rounds": 1, "local_steps": 1, "batch_size": 4},
-}
-
-
-def _parts():
-    config = config_from_dict(CONFIG)
-    return server_parts(config, build_split(config, CharTokenizer()))
 
 
 def _h_a(batch: int, steps: int, hidden: int = 32) -> dict[str, torch.Tensor]:
@@ -51,15 +37,8 @@ def _in_thread(fn):
     return worker, out
 
 
-def _role(cls=SplitServerRole, parts=None):
-    hub = InProcessHub()
-    parts = parts or _parts()
-    role = cls(hub.server(), parts, ["c0", "c1"], [1.0, 1.0], timeout=10)
-    return role, hub.endpoint("c0"), hub.endpoint("c1")
-
-
-def test_a_malformed_h_a_drops_that_client_while_the_awaited_one_is_served():
-    role, c0, c1 = _role()
+def test_a_malformed_h_a_drops_that_client_while_the_awaited_one_is_served(make_server):
+    role, c0, c1 = make_server(SplitServerRole)
     worker, out = _in_thread(lambda: role._serve_until("c0", "done"))
     c1.send(_h_a(2, 5, hidden=7), {"op": "fwd", "head_trains": True}, tag="h_A")  # the body takes hidden 32
     c0.send(_h_a(2, 5), {"op": "fwd", "head_trains": True}, tag="h_A")
@@ -76,8 +55,8 @@ def test_a_malformed_h_a_drops_that_client_while_the_awaited_one_is_served():
     assert role.reports_of(out["result"], 1) == [(1.0, 10, 0.1)]
 
 
-def test_a_dh_b_of_the_wrong_shape_from_the_awaited_client_drops_it():
-    role, c0, _ = _role()
+def test_a_dh_b_of_the_wrong_shape_from_the_awaited_client_drops_it(make_server):
+    role, c0, _ = make_server(SplitServerRole)
     worker, out = _in_thread(lambda: role._serve_until("c0", "done"))
     c0.send(_h_a(2, 5), {"op": "fwd", "head_trains": True}, tag="h_A")
     assert c0.recv(10).meta["op"] == "h_B"
@@ -88,16 +67,16 @@ def test_a_dh_b_of_the_wrong_shape_from_the_awaited_client_drops_it():
     assert role.drop_if_gone(out["error"], "c0")  # type: ignore[arg-type]  # the callers' check: already handled
 
 
-def test_malformed_step_reports_drop_that_client():
-    role, _, _ = _role()
+def test_malformed_step_reports_drop_that_client(make_server):
+    role, _, _ = make_server(SplitServerRole)
     bad = Message(peer="c1", kind="control", meta={"op": "done", "reports": [[1.0, "ten", 0.1]]},
                   tensors={}, session="c1", step=0, seq=1, nbytes=0)  # fmt: skip
     assert role.reports_of(bad, 1) == []
     assert "tokens='ten'" in role.dropped["c1"]
 
 
-def test_a_non_finite_lora_upload_drops_that_client_and_the_others_are_averaged():
-    role, c0, c1 = _role()
+def test_a_non_finite_lora_upload_drops_that_client_and_the_others_are_averaged(make_server):
+    role, c0, c1 = make_server(SplitServerRole)
     worker, out = _in_thread(role.average)
     for link, value in ((c0, 0.5), (c1, float("nan"))):
         assert link.recv(10).meta["op"] == "upload"
@@ -110,8 +89,8 @@ def test_a_non_finite_lora_upload_drops_that_client_and_the_others_are_averaged(
     assert "not a finite floating tensor" in role.dropped["c1"] and role.active == ["c0"]
 
 
-def test_a_lora_upload_of_other_shapes_is_refused_against_the_last_average():
-    role, c0, c1 = _role()
+def test_a_lora_upload_of_other_shapes_is_refused_against_the_last_average(make_server):
+    role, c0, c1 = make_server(SplitServerRole)
     role._last_avg = {"head.a": torch.zeros(2, 3)}
     worker, out = _in_thread(role.average)
     for link, shape in ((c0, (2, 3)), (c1, (3, 2))):
@@ -125,8 +104,8 @@ def test_a_lora_upload_of_other_shapes_is_refused_against_the_last_average():
 
 
 @pytest.mark.parametrize("op", ["bwd", "fwd"])
-def test_a_hierarchical_replica_reports_a_bad_message_instead_of_failing(op):
-    parts = _parts()
+def test_a_hierarchical_replica_reports_a_bad_message_instead_of_failing(op, make_server):
+    parts = make_server(SplitServerRole)[0].parts
     role = HierarchicalServerRole(InProcessHub().server(), [parts, parts], ["c0", "c1"], [1.0, 1.0], timeout=10)
     inbox: queue.Queue = queue.Queue()
     errors: list[BaseException] = []
@@ -139,8 +118,8 @@ def test_a_hierarchical_replica_reports_a_bad_message_instead_of_failing(op):
     assert peer == "c0" and "protocol" in str(exc)
 
 
-def test_a_non_finite_h_a_is_refused_before_it_reaches_the_body():
-    role, c0, c1 = _role()
+def test_a_non_finite_h_a_is_refused_before_it_reaches_the_body(make_server):
+    role, c0, c1 = make_server(SplitServerRole)
     worker, out = _in_thread(lambda: role._serve_until("c0", "eval_result"))
     poisoned = _h_a(2, 5)
     poisoned["hidden"][1, 2, 3] = float("nan")
