@@ -7,6 +7,27 @@ from collections.abc import Mapping, Sequence
 import torch
 
 
+def mismatch(upload: Mapping[str, torch.Tensor], reference: Mapping[str, torch.Tensor] | None = None) -> str | None:
+    """Why ``upload`` cannot be averaged with ``reference`` (None if it can): other names, a
+    tensor whose shape or dtype differs, or one that is not a finite floating tensor. Without a
+    reference only the last check applies. Check every client's upload before ``weighted_average``."""
+    if not upload:
+        return "an empty upload"
+    if reference is not None and set(upload) != set(reference):
+        missing, extra = sorted(set(reference) - set(upload)), sorted(set(upload) - set(reference))
+        return f"names differ: missing {missing[:3]}, unexpected {extra[:3]}"
+    for name, tensor in upload.items():
+        if reference is not None:
+            ref = reference[name]
+            if tensor.shape != ref.shape:
+                return f"{name}: shape {tuple(tensor.shape)}, expected {tuple(ref.shape)}"
+            if tensor.dtype != ref.dtype:
+                return f"{name}: dtype {tensor.dtype}, expected {ref.dtype}"
+        if not tensor.is_floating_point() or not bool(torch.isfinite(tensor).all()):
+            return f"{name}: not a finite floating tensor"
+    return None
+
+
 def weighted_average(states: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float]) -> dict[str, torch.Tensor]:
     """FedAvg: sum_k w_k * state_k / sum_k w_k, key by key, accumulated in fp32 (fp64 stays fp64).
 

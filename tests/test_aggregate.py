@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fedcore.aggregate import weighted_average
+from fedcore.aggregate import mismatch, weighted_average
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
@@ -37,3 +37,17 @@ def test_weighted_average(dtype):
 def test_weighted_average_rejects_bad_input(states, weights, match):
     with pytest.raises(ValueError, match=match):
         weighted_average(states, weights)
+
+
+def test_mismatch_names_what_keeps_an_upload_out_of_the_average():
+    gen = torch.Generator().manual_seed(3)
+    ref = {"a": torch.randn(2, 3, generator=gen), "b": torch.randn(4, generator=gen)}
+    assert mismatch({k: v + 1 for k, v in ref.items()}, ref) is None
+    assert mismatch({"a": ref["a"]}, ref) == "names differ: missing ['b'], unexpected []"
+    assert mismatch({"a": ref["a"].T, "b": ref["b"]}, ref) == "a: shape (3, 2), expected (2, 3)"
+    assert mismatch({"a": ref["a"].double(), "b": ref["b"]}, ref) == "a: dtype torch.float64, expected torch.float32"
+    bad = ref["b"].clone()
+    bad[1] = float("inf")
+    assert mismatch({"a": ref["a"], "b": bad}, ref) == "b: not a finite floating tensor"
+    assert mismatch({"a": torch.ones(2, dtype=torch.int64)}) == "a: not a finite floating tensor"  # no reference
+    assert mismatch({}) == "an empty upload"

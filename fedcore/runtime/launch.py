@@ -141,10 +141,7 @@ def run_split_processes(
         dropped = {peers.index(p): why for p, why in role.dropped.items()}
         rejoined = {peers.index(p): rnd for p, rnd in role.rejoined.items()}
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait(10)
+        kill_leftovers(procs)
         server.close()
         if tmp is not None:
             tmp.cleanup()
@@ -164,6 +161,14 @@ def run_split_processes(
             "train_seconds": result.train_seconds,
         },
     )
+
+
+def kill_leftovers(procs: list[subprocess.Popen]) -> None:
+    """Kill the client processes still running when a run ends or fails (each is waited for)."""
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait(10)
 
 
 def spawn_client(

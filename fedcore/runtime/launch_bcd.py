@@ -29,7 +29,7 @@ from fedcore.algorithms.bcd.runner import (
 from fedcore.algorithms.bcd.server import RoundRecord
 from fedcore.algorithms.bcd.timeline import Timeline
 
-from .launch import await_hellos, connect_client, open_server, spawn_client
+from .launch import await_hellos, connect_client, kill_leftovers, open_server, spawn_client
 
 
 def client_main(
@@ -91,10 +91,7 @@ def run_bcd_processes(
                 pass  # killed below
         stats = server_link.stats()
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait(10)
+        kill_leftovers(procs)
         server_link.close()
         if tmp is not None:
             tmp.cleanup()

@@ -15,7 +15,7 @@ from fedcore.algorithms.fibecfed.local import build_setup
 from fedcore.algorithms.fibecfed.roles import FibecFedClient, FibecFedServer, RoleRunResult
 
 from .config import TransportConfig
-from .launch import await_hellos, connect_client, open_server, spawn_client
+from .launch import await_hellos, connect_client, kill_leftovers, open_server, spawn_client
 
 
 def client_main(
@@ -50,9 +50,6 @@ def run_fibecfed_processes(config: FibecFedConfig, transport: TransportConfig | 
             for p in procs:
                 p.wait(timeout=30)
         finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.kill()
-                    p.wait(10)
+            kill_leftovers(procs)
             server.close()
     return result

@@ -21,9 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-
-from fedcore.aggregate import weighted_average
+from fedcore.aggregate import mismatch, weighted_average
 from fedcore.transport import Message, PeerTimeout, TransportError
 
 from .config import BCDConfig
@@ -199,12 +197,9 @@ class BCDServer:
         names = set(self.blocks[block])
         if msg.meta.get("block") != block or set(msg.tensors) != names:
             return f"expected the parameters of block {block}"
-        for name, t in msg.tensors.items():
-            ref = self.params[name]
-            if t.shape != ref.shape or t.dtype != ref.dtype:
-                return f"{name}: {t.dtype} {tuple(t.shape)}, expected {ref.dtype} {tuple(ref.shape)}"
-            if not bool(torch.isfinite(t).all()):
-                return f"{name}: non-finite values"
+        why = mismatch(msg.tensors, {name: self.params[name] for name in names})
+        if why is not None:
+            return why
         loss = msg.meta.get("loss")
         if not isinstance(loss, (int, float)) or not math.isfinite(loss):
             return f"loss must be a finite number, got {loss!r}"

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel
 
-from fedcore.aggregate import weighted_average
+from fedcore.aggregate import mismatch, weighted_average
 from fedcore.transport import PeerTimeout, TransportError
 
 from .config import FibecFedConfig
@@ -215,12 +215,7 @@ def _finite_vector(t: Any, n: int) -> bool:
 
 def _fits(upload: dict[str, torch.Tensor], reference: State) -> bool:
     """An upload FedAvg can use: exactly the GAL parameters, their shapes and dtypes, finite."""
-    return set(upload) == set(reference) and all(
-        upload[n].shape == reference[n].shape
-        and upload[n].dtype == reference[n].dtype
-        and bool(torch.isfinite(upload[n]).all())
-        for n in reference
-    )
+    return mismatch(upload, reference) is None
 
 
 def run_roles_inprocess(config: FibecFedConfig, *, client_cls: type = FibecFedClient) -> RoleRunResult:

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from fedcore.aggregate import mismatch
 from fedcore.model import SplitState
 
 STATE_KEYS = ("hidden", "position_ids", "attention_mask")
@@ -102,14 +103,8 @@ def step_reports(meta: dict[str, Any], steps: int) -> list[tuple[float, int, flo
 
 
 def check_lora_upload(state: dict[str, torch.Tensor], reference: dict[str, torch.Tensor] | None) -> None:
-    """A client's head/tail LoRA upload: finite floating tensors with ``reference``'s names and
-    shapes (the last average, or the first upload of the round); else ``ProtocolError``."""
-    if not state:
-        raise ProtocolError("empty LoRA upload")
-    if reference is not None and set(state) != set(reference):
-        raise ProtocolError(f"LoRA upload names differ from the others' ({len(state)} vs {len(reference)} tensors)")
-    for name, tensor in state.items():
-        if reference is not None and tensor.shape != reference[name].shape:
-            raise ProtocolError(f"LoRA {name}: shape {tuple(tensor.shape)}, expected {tuple(reference[name].shape)}")
-        if not tensor.is_floating_point() or not bool(torch.isfinite(tensor).all()):
-            raise ProtocolError(f"LoRA {name}: not a finite floating tensor")
+    """A client's head/tail LoRA upload: finite floating tensors with ``reference``'s names,
+    shapes and dtypes (the last average, or the first upload of the round); else ``ProtocolError``."""
+    why = mismatch(state, reference)
+    if why is not None:
+        raise ProtocolError(f"LoRA upload: {why}")
