@@ -36,8 +36,8 @@ from common import RESULTS, device_slug, goal, write_results  # noqa: E402
 
 from fedcore.algorithms.bcd import BCDConfig, plot_timeline  # noqa: E402
 from fedcore.algorithms.bcd.runner import build_trainer, client_data  # noqa: E402
-from fedcore.runtime.config import DataConfig, ModelConfig, TransportConfig  # noqa: E402
-from fedcore.runtime.launch_bcd import run_bcd_processes  # noqa: E402
+from fedcore.config import DataConfig, ModelConfig, TransportConfig  # noqa: E402
+from fedcore.runtime import run_processes  # noqa: E402
 
 PAPER_MBPS = (50.0, 100.0, 150.0)
 # one Llama-3.2-1B decoder layer: q, o 2048^2; k, v 2048 x 512; gate, up, down 2048 x 8192; 2 norms
@@ -142,7 +142,7 @@ def main() -> None:
         mbps = paper_mbps * scale
         found = {}
         for method in ("fedbcd", "parablock"):
-            result = run_bcd_processes(base_config(args, method, mbps, steps))
+            result = run_processes(base_config(args, method, mbps, steps)).result
             t_round = statistics.median(round_periods(result.timeline, rounds))
             compute = statistics.median(per_round(result.timeline, "compute", rounds))
             comm = statistics.median(per_round(result.timeline, "comm", rounds))

@@ -21,11 +21,11 @@ from common import goal, write_results  # noqa: E402
 from fedcore.transport import InProcessHub  # noqa: E402
 
 from fedcore.algorithms.split.client_role import remote_body  # noqa: E402
+from fedcore.algorithms.split.config import load_split_config as load_config  # noqa: E402
 from fedcore.algorithms.split.server_role import SplitServerRole  # noqa: E402
 from fedcore.algorithms.split.setup import build_split, client_parts, server_parts  # noqa: E402
 from fedcore.data import CharTokenizer  # noqa: E402
 from fedcore.model import generate_through  # noqa: E402
-from fedcore.runtime.config import load_config  # noqa: E402
 
 NEW_TOKENS = 128
 

@@ -40,11 +40,12 @@ from bench_split_modes import SHAPES  # noqa: E402
 from common import goal, print_table, write_results  # noqa: E402
 
 from fedcore.algorithms.builders import base_model  # noqa: E402
+from fedcore.algorithms.split.config import SplitRunConfig as RunConfig  # noqa: E402
+from fedcore.algorithms.split.config import config_from_dict  # noqa: E402
 from fedcore.algorithms.split.setup import build_client_data, endless_batches  # noqa: E402
 from fedcore.data import CharTokenizer  # noqa: E402
 from fedcore.lora import inject_lora, lora_parameters  # noqa: E402
-from fedcore.runtime.config import RunConfig, config_from_dict  # noqa: E402
-from fedcore.runtime.launch import run_split_processes  # noqa: E402
+from fedcore.runtime import run_processes  # noqa: E402
 
 
 def make_config(args: argparse.Namespace, *, micro_batches: int, mbps: float) -> RunConfig:
@@ -70,7 +71,7 @@ def make_config(args: argparse.Namespace, *, micro_batches: int, mbps: float) ->
 
 def split_step_seconds(config: RunConfig, warmup: int) -> tuple[float, float, int]:
     """(median step seconds, their stdev, wire bytes per step) of one run over processes."""
-    result = run_split_processes(config)
+    result = run_processes(config).result
     secs = [s.seconds for s in result.steps[warmup:]]
     per_step = sum(result.wire_bytes.get(t, 0) for t in ("h_A", "h_B", "dh_B", "dh_A")) // len(result.steps)
     return statistics.median(secs), statistics.stdev(secs) if len(secs) > 1 else 0.0, per_step

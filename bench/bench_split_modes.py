@@ -28,11 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_results  # noqa: E402
 
 from fedcore.algorithms.builders import base_model  # noqa: E402
-from fedcore.algorithms.split import run_split_inprocess  # noqa: E402
+from fedcore.algorithms.split.config import config_from_dict  # noqa: E402
 from fedcore.algorithms.split.setup import build_client_data, endless_batches  # noqa: E402
 from fedcore.data import CharTokenizer  # noqa: E402
 from fedcore.lora import inject_lora, lora_parameters  # noqa: E402
-from fedcore.runtime.config import config_from_dict  # noqa: E402
+from fedcore.runtime import run_threads  # noqa: E402
 
 STEPS = 6
 MODES = ("sequential", "client-batch", "server-hierarchical")
@@ -58,7 +58,7 @@ def _config(mode: str, clients: int, shape: str = "tiny", device: str = "cpu"):
 
 def split_seconds(config) -> float:
     """Training wall time of one split run (model building and evaluation left out)."""
-    return run_split_inprocess(config).extra["train_seconds"]
+    return run_threads(config).result.extra["train_seconds"]
 
 
 def centralized_seconds(config) -> float:

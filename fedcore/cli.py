@@ -1,8 +1,14 @@
-"""Command line: ``fedcore run [CONFIG.toml]`` (the main job)."""
+"""Command line: ``fedcore run | serve | join | keys``.
+
+``run [X.toml]``: the job of any registered method (``algorithm = "..."`` at the top of the file;
+none: the embedded split default), server and clients started here. ``serve`` / ``join``: the same
+run across hosts, the server on one and each client on its own.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 from fedcore import __version__
@@ -12,14 +18,22 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fedcore", description="Federated fine-tuning of LLMs.")
     parser.add_argument("--version", action="version", version=f"fedcore {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run a job; with no config, the embedded default split fine-tuning")
-    run.add_argument(
-        "config",
-        nargs="?",
-        help="TOML config: split fine-tuning (fedcore/configs/default.toml) or, with a top-level "
-        "'method', FedBCD / ParaBlock / FedCyBGD (examples/bcd/)",
-    )
+    run = sub.add_parser("run", help="run a job here; with no config, the embedded default split fine-tuning")
+    run.add_argument("config", nargs="?", help="TOML config; a top-level algorithm = '...' picks the method")
     run.add_argument("--out", help="output directory (overrides [output] dir)")
+    serve = sub.add_parser("serve", help="run only the server of a job; clients join from other hosts")
+    serve.add_argument("config", help="TOML config (the same file every client joins with)")
+    serve.add_argument("--bind", help="address to listen at, e.g. tcp://0.0.0.0:5555 (overrides [transport] bind)")
+    serve.add_argument("--allow", help="allow-list directory of client public keys (fedcore keys allow)")
+    serve.add_argument("--key", help="the server's NAME.key_secret (default: a new keypair in the run directory)")
+    serve.add_argument("--wait-s", type=float, default=600.0, help="how long to wait for every client (s)")
+    serve.add_argument("--out", help="output directory (overrides [output] dir)")
+    join = sub.add_parser("join", help="run exactly one client of a job against a server")
+    join.add_argument("config", help="TOML config (the server's)")
+    join.add_argument("--server", required=True, help="the server's address, tcp://HOST:PORT")
+    join.add_argument("--server-key", help="the server's public NAME.key file")
+    join.add_argument("--key", help="this client's keypair: NAME (NAME.key_secret) from fedcore keys new")
+    join.add_argument("--index", type=int, required=True, help="this client's index: its data shard")
     keys = sub.add_parser("keys", help="CurveZMQ keys: new keypairs and the server's allow-list")
     verbs = keys.add_subparsers(dest="verb", required=True)
     new = verbs.add_parser("new", help="create NAME.key (public) and NAME.key_secret in DIR")
@@ -38,30 +52,24 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "run":
-        from fedcore.runtime.config import load_config, read_toml
-
-        try:
-            if args.config is not None and "method" in read_toml(args.config):  # FedBCD / ParaBlock / FedCyBGD
-                from fedcore.algorithms.bcd.config import load_bcd_config
-                from fedcore.runtime.bcd_job import run_bcd_job
-
-                bcd = load_bcd_config(args.config)
-                if args.out:
-                    bcd.output.dir = args.out
-                run_bcd_job(bcd)
-                return 0
-            config = load_config(args.config)  # None: the embedded default (configs/default.toml)
-        except ValueError as err:
-            print(f"fedcore: {err}", file=sys.stderr)
-            return 2
-        from fedcore.runtime.main_job import run_main_job
-
-        if args.out:
-            config.output.dir = args.out
-        run_main_job(config)
-    elif args.command == "keys":
+    if args.command == "keys":
         return _keys(args)
+    from fedcore.runtime import load_job_config, run_job
+    from fedcore.runtime.serve import join, serve
+
+    try:
+        config = load_job_config(args.config)  # None: the embedded default (fedcore/config/default.toml)
+        if getattr(args, "out", None):
+            config = dataclasses.replace(config, output=dataclasses.replace(config.output, dir=args.out))
+        if args.command == "run":
+            run_job(config)
+        elif args.command == "serve":
+            serve(config, bind=args.bind, allow_dir=args.allow, server_key=args.key, hello_timeout_s=args.wait_s)
+        else:
+            return join(config, server=args.server, server_key=args.server_key, key=args.key, index=args.index)
+    except ValueError as err:
+        print(f"fedcore {args.command}: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

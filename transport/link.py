@@ -128,7 +128,13 @@ class InProcessEndpoint:
         self.inbox.put(error)
 
     def stats(self) -> dict[str, Any]:
-        return {"sent": self.meter_out.snapshot(), "received": self.meter_in.snapshot()}
+        """Bytes and messages sent and received, per message kind (as a socket endpoint's)."""
+        return {
+            "sent": self.meter_out.snapshot(),
+            "received": self.meter_in.snapshot(),
+            "sent_messages": dict(self.meter_out.messages),
+            "received_messages": dict(self.meter_in.messages),
+        }
 
     def close(self) -> None:
         self.closed = True

@@ -17,6 +17,10 @@ from typing import Any
 import msgpack
 import torch
 
+# the wire's dtype allow-list lives in the codec layer; re-exported here for existing users
+from fedcore.codec.dtypes import DTYPE_NAMES as DTYPE_NAMES
+from fedcore.codec.dtypes import DTYPES as DTYPES
+
 from .errors import ProtocolError
 
 VERSION = 1
@@ -26,25 +30,6 @@ MAX_NDIM = 8
 MAX_NAME = 256
 ALIGN = 64  # every tensor starts at a multiple of this in the payload: zero-copy views of any dtype
 KINDS = ("data", "chunk", "ack", "error", "ping", "pong", "bye", "rekey")
-
-# dtype name on the wire <-> torch dtype. Byte-exact; anything else is refused.
-DTYPES: dict[str, torch.dtype] = {
-    "float64": torch.float64,
-    "float32": torch.float32,
-    "float16": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "int64": torch.int64,
-    "int32": torch.int32,
-    "int16": torch.int16,
-    "int8": torch.int8,
-    "uint8": torch.uint8,
-    "bool": torch.bool,
-    "complex64": torch.complex64,
-}
-for _name in ("float8_e4m3fn", "float8_e5m2"):
-    if hasattr(torch, _name):
-        DTYPES[_name] = getattr(torch, _name)
-DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 
 
 @dataclass(frozen=True)

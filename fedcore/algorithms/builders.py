@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from fedcore.config import DataConfig, ModelConfig
 from fedcore.data import (
     CharTokenizer,
     batches,
@@ -21,7 +22,6 @@ from fedcore.data import (
     make_instruction_task,
 )
 from fedcore.model.tiny import tiny_causal_lm
-from fedcore.runtime.config import DataConfig, ModelConfig
 
 
 @dataclass

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 import torch
 
+from .dtypes import DTYPES
+
 PART_SEP = "#"  # reserved in tensor names: "h#1" is part 1 of "h"
 FLOAT_NAMES = ("float64", "float32", "float16", "bfloat16")
 
@@ -40,8 +42,6 @@ class Codec(ABC):
 
 def passthrough_size(parts: Sequence[tuple[str, tuple[int, ...]]], codec: str) -> int:
     """Decoded bytes of a tensor sent unchanged (one part); ValueError otherwise."""
-    from fedcore.transport.wire import DTYPES  # the wire's dtype allow-list (imported late: no cycle)
-
     if len(parts) != 1:
         raise ValueError(f"codec {codec!r} sends an unchanged tensor as one part, got {len(parts)}")
     dtype, shape = parts[0]

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 
 from .base import FLOAT_NAMES, Codec, passthrough_size, register_codec
+from .dtypes import DTYPES
 
 
 class RawCodec(Codec):
@@ -49,8 +50,6 @@ class CastCodec(Codec):
         dtype, _ = parts[0]
         if dtype != self.wire_name or orig_dtype not in FLOAT_NAMES:
             raise ValueError(f"codec {self.name!r} does not turn {orig_dtype} into {dtype}")
-        from fedcore.transport.wire import DTYPES
-
         return size // DTYPES[dtype].itemsize * DTYPES[orig_dtype].itemsize
 
 

@@ -16,6 +16,7 @@ import torch
 from fedcore.kernels import dequant, quant_pack
 
 from .base import FLOAT_NAMES, Codec, passthrough_size, register_codec
+from .dtypes import DTYPES
 
 _CODE_DTYPE = {"int8": "int8", "fp8_e4m3": "float8_e4m3fn"}
 
@@ -65,8 +66,6 @@ class QuantCodec(Codec):
             raise ValueError(f"codec {self.name!r}: parts must be {_CODE_DTYPE[self.fmt]} and float32")
         if len(shape) < 1 or shape[-1] < 1 or tuple(scale_shape) != tuple(shape[:-1]):
             raise ValueError(f"codec {self.name!r}: scales of shape {scale_shape} do not fit codes of shape {shape}")
-        from fedcore.transport.wire import DTYPES
-
         n = 1
         for d in shape:
             n *= d

@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
+from fedcore.model import group_blocks
+
 from .layer import LoRALinear
 
 # Short names users write -> the module names of the supported families (Llama/Qwen2/Mistral,
@@ -107,8 +109,6 @@ def inject_lora_blocks(
 ) -> list[str]:
     """``inject_lora`` into the coordinate blocks ``block_ids`` of a transformers causal LM (all
     blocks when None); blocks come from ``fedcore.model.group_blocks(model, layers_per_block)``."""
-    from fedcore.model import group_blocks  # model depends on nothing in lora; import late
-
     groups = group_blocks(model, layers_per_block)
     ids = range(len(groups)) if block_ids is None else sorted(set(block_ids))
     bad = [i for i in ids if not 0 <= i < len(groups)]

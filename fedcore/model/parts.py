@@ -6,15 +6,43 @@ The parts hold the model's own modules (no copy): training a part trains the mod
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from functools import cache
 
 import torch
 from torch import nn
 from transformers import DynamicCache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from .family import MASK_BUILDERS, DecoderLayout, find_layout
+from .family import FULL, MASK_BUILDERS, DecoderLayout, find_layout
 from .state import SplitState
+
+
+@cache
+def _cache_kwarg(fn: Callable) -> str:
+    """The keyword under which ``fn`` (a mask builder, or a decoder layer's ``forward``) takes the KV cache.
+
+    transformers 5.24 renamed ``past_key_values`` to ``cache`` (the old name still works there with a
+    FutureWarning and is removed in 5.40); 5.17 knows only ``past_key_values``, and its decoder layers
+    would swallow ``cache`` into their ``**kwargs`` and silently run without a cache. So the callee's
+    signature decides (``inspect`` follows the ``functools.wraps`` of transformers' deprecation and
+    checkpointing wrappers down to the real function); a callee naming neither gets the installed
+    library's convention, read from ``create_causal_mask``.
+    """
+    params = inspect.signature(fn).parameters
+    if "cache" in params:
+        return "cache"
+    if "past_key_values" in params:
+        return "past_key_values"
+    return _LIBRARY_CACHE_KWARG
+
+
+_LIBRARY_CACHE_KWARG = _cache_kwarg(MASK_BUILDERS[FULL])
+# the model outputs' field got the same rename (5.24: ``cache``; 5.17: ``past_key_values``, which
+# 5.24 still accepts with a deprecation message)
+_OUTPUT_CACHE_FIELD = "cache" if "cache" in {f.name for f in fields(CausalLMOutputWithPast)} else "past_key_values"
 
 
 def blocks(model: nn.Module) -> list[nn.Module]:
@@ -62,13 +90,14 @@ class _LayerRun(nn.Module):
         masks = {}
         for kind in dict.fromkeys(self.layer_types):
             first = self.start + self.layer_types.index(kind)
-            masks[kind] = MASK_BUILDERS[kind](
+            build = MASK_BUILDERS[kind]
+            masks[kind] = build(
                 config=self.config,
                 inputs_embeds=hidden,
                 attention_mask=state.attention_mask,
-                past_key_values=cache,
                 position_ids=state.position_ids,
                 layer_idx=first if cache is not None else None,
+                **{_cache_kwarg(build): cache},  # `cache` in transformers 5.24, `past_key_values` in 5.17
             )
         extra = {}
         if self.rotary is not None:
@@ -78,8 +107,8 @@ class _LayerRun(nn.Module):
                 hidden,
                 attention_mask=masks[kind],
                 position_ids=state.position_ids,
-                past_key_values=cache,
                 use_cache=cache is not None,
+                **{_cache_kwarg(type(layer).forward): cache},  # as for the masks above
                 **extra,
             )
         return hidden
@@ -160,7 +189,7 @@ class SplitTail(_LayerRun):
         loss = None
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=logits.shape[-1])
-        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=cache)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, **{_OUTPUT_CACHE_FIELD: cache})
 
 
 @dataclass

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 WIRE_VERSION = 1
+# The message meta key under which a state's wire version travels when its tensors go as a message's
+# tensors (which are tensors only): see ``SplitState.wire_meta`` / ``SplitState.wire_version``.
+WIRE_VERSION_META = "state_version"
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -68,8 +72,7 @@ class SplitState:
         extra = set(wire) - allowed
         if extra:
             raise ValueError(f"unknown SplitState wire keys {sorted(extra)}; allowed: {sorted(allowed)}")
-        if wire.get("version") != WIRE_VERSION:
-            raise ValueError(f"SplitState wire version {wire.get('version')!r}, expected {WIRE_VERSION}")
+        _check_version(wire.get("version"), "wire")
         for key in ("hidden", "position_ids"):
             if not isinstance(wire.get(key), torch.Tensor):
                 raise ValueError(f"SplitState wire needs a tensor {key!r}")
@@ -78,9 +81,33 @@ class SplitState:
             raise ValueError("SplitState wire 'attention_mask' must be a tensor when present")
         return cls(hidden=wire["hidden"], position_ids=wire["position_ids"], attention_mask=mask)
 
+    @staticmethod
+    def wire_meta() -> dict[str, int]:
+        """What a message whose tensors are this state's wire tensors adds to its meta: the sender's
+        wire version, ``{WIRE_VERSION_META: WIRE_VERSION}`` (the receiver reads it with ``wire_version``)."""
+        return {WIRE_VERSION_META: WIRE_VERSION}
+
+    @staticmethod
+    def wire_version(meta: Mapping[str, Any]) -> int:
+        """The sender's wire version in a received message's ``meta`` (put there by ``wire_meta``).
+
+        Raises ``ValueError`` when it is missing or not this side's ``WIRE_VERSION``: a state of
+        another version is refused, never read as this one.
+        """
+        if WIRE_VERSION_META not in meta:
+            raise ValueError(f"no SplitState wire version in the message meta ({WIRE_VERSION_META!r})")
+        return _check_version(meta[WIRE_VERSION_META], f"meta {WIRE_VERSION_META!r}")
+
     def wire_nbytes(self) -> int:
         """Bytes of tensor payload ``to_wire()`` carries (hidden + metadata)."""
         tensors = [self.hidden, self.position_ids]
         if self.attention_mask is not None:
             tensors.append(self.attention_mask)
         return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _check_version(version: Any, where: str) -> int:
+    """``version`` when it is exactly ``WIRE_VERSION`` (an int: not True, not 1.0); else ``ValueError``."""
+    if type(version) is not int or version != WIRE_VERSION:
+        raise ValueError(f"SplitState wire version {version!r} ({where}), expected {WIRE_VERSION}")
+    return version

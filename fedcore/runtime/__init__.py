@@ -1,5 +1,8 @@
-"""fedcore.runtime: run configs, the main job, metrics and plots."""
+"""fedcore.runtime: the thread and process runners of every registered method, the one job
+(``fedcore run``), ``fedcore serve`` / ``fedcore join`` across hosts, metrics and plots. It knows
+methods only through ``fedcore.algorithms``' registry."""
 
-from .config import RunConfig, config_from_dict, load_config
+from .job import load_job_config, run_job
+from .runner import RunOutcome, run, run_processes, run_threads
 
-__all__ = ["RunConfig", "config_from_dict", "load_config"]
+__all__ = ["RunOutcome", "load_job_config", "run", "run_job", "run_processes", "run_threads"]

@@ -74,3 +74,21 @@ def plot_loss(records: list[dict[str, Any]], path: Path, *, window: int = 5) -> 
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def plot_curve(points: list[tuple[float, float]], path: Path, *, x_label: str, title: str) -> None:
+    """One loss curve (``points``: (x, loss in nats/token)) saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
+    ax.plot([x for x, _ in points], [y for _, y in points], marker=".")
+    ax.set_xlabel(x_label)
+    ax.set_ylabel("loss (nats/token)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,4 +1,5 @@
-"""`fedcore run BCD.toml`: a block-coordinate-descent job end to end, and the example configs."""
+"""`fedcore run BCD.toml` (algorithm = "parablock" etc.): a block-coordinate-descent job end to end,
+and the example configs."""
 
 from __future__ import annotations
 
@@ -6,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from fedcore.algorithms.bcd.config import load_bcd_config
 from fedcore.cli import main
+from fedcore.runtime import load_job_config
 from fedcore.runtime.metrics import read_metrics
 
 SHORT = """
-method = "parablock"
+algorithm = "parablock"
 clients = 2
 rounds = 3
 local_steps = 2
@@ -43,12 +44,22 @@ def test_fedcore_run_bcd_writes_metrics_and_plots(tmp_path):
 
 def test_bad_bcd_config_is_a_clear_error(tmp_path, capsys):
     config = tmp_path / "bad.toml"
-    config.write_text('method = "fedsgd"\n')
+    config.write_text('algorithm = "fedsgd"\n')
     assert main(["run", str(config)]) == 2
-    assert "method must be one of" in capsys.readouterr().err
+    assert "unknown algorithm 'fedsgd'; registered: [" in capsys.readouterr().err
+    config.write_text('algorithm = "fedbcd"\nschedule = "zigzag"\n')
+    assert main(["run", str(config)]) == 2
+    assert "schedule must be one of ('random'" in capsys.readouterr().err
+
+
+def test_an_old_method_key_names_the_new_one(tmp_path, capsys):
+    config = tmp_path / "old.toml"
+    config.write_text('method = "parablock"\nrounds = 2\n')
+    assert main(["run", str(config)]) == 2
+    assert "top-level key 'method' is gone: write algorithm = 'parablock' instead" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[2] / "examples" / "bcd").glob("*.toml")))
 def test_every_bcd_example_loads(path):
-    config = load_bcd_config(path)
+    config = load_job_config(path)
     assert config.method in ("fedbcd", "parablock", "fedcybgd")

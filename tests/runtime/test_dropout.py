@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from fedcore.runtime.config import config_from_dict
-from fedcore.runtime.launch import run_split_processes
+from fedcore.algorithms.split.config import config_from_dict
+from fedcore.runtime import run_processes
 
 
 @pytest.mark.parametrize(
@@ -34,7 +34,9 @@ def test_killed_client_is_dropped_and_the_run_goes_on(tmp_path, mode, micro_batc
             procs[1].kill()  # no goodbye: the server learns it from the lease
             killed.append(report.step)
 
-    result = run_split_processes(config, keys_dir=tmp_path / "keys", on_spawn=procs.extend, on_step=kill_client_1)
+    result = run_processes(
+        config, keys_dir=tmp_path / "keys", on_spawn=procs.extend, on_progress=lambda e: kill_client_1(e.record)
+    ).result
     assert killed and list(result.extra["dropped"]) == [1]
     assert math.isnan(result.eval_end[1])
     assert all(math.isfinite(result.eval_end[k]) and result.eval_end[k] < result.eval_start[k] for k in (0, 2))
@@ -44,8 +46,8 @@ def test_killed_client_is_dropped_and_the_run_goes_on(tmp_path, mode, micro_batc
 
 @pytest.mark.parametrize("mode", ["client-batch", "sequential", "server-hierarchical"])
 def test_killed_client_restarted_rejoins_at_a_later_round(tmp_path, mode, caplog):
-    from fedcore.runtime.config import config_to_dict
-    from fedcore.runtime.launch import spawn_client
+    from fedcore.algorithms.split.spec import SPEC
+    from fedcore.runtime.processes import spawn_client
 
     rounds = 8
     config = config_from_dict(
@@ -69,16 +71,20 @@ def test_killed_client_restarted_rejoins_at_a_later_round(tmp_path, mode, caplog
             events["killed"] = report.round
         elif "killed" in events and "restarted" not in events and report.round >= 1:
             events["restarted"] = spawn_client(
-                config_to_dict(config), 1, address[0], str(keys / "client-1.key_secret"), str(keys / "server.key")
+                SPEC.config_to_dict(config), 1, address[0], str(keys / "client-1.key_secret"), str(keys / "server.key")
             )
         elif "restarted" in events and not any("is back" in r.getMessage() for r in caplog.records):
             time.sleep(1.0)  # slow the rounds down until the new process has started and said hello
 
     with caplog.at_level("WARNING", logger="fedcore.split"):
         try:
-            result = run_split_processes(
-                config, keys_dir=keys, on_spawn=procs.extend, on_server=address.append, on_step=kill_then_restart
-            )
+            result = run_processes(
+                config,
+                keys_dir=keys,
+                on_spawn=procs.extend,
+                on_server=address.append,
+                on_progress=lambda e: kill_then_restart(e.record),
+            ).result
         finally:
             back = events.get("restarted")
             if back is not None and back.poll() is None:  # type: ignore[union-attr]

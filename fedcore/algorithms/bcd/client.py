@@ -25,8 +25,8 @@ import torch
 
 from fedcore.transport.overlap import OverlappedSender
 
+from ..mailbox import Mailbox, op_is
 from .local import BlockTrainer, ParamDict, add_scaled_
-from .mailbox import Mailbox, op_is
 from .timeline import Timeline, timeline_tensor
 
 

@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
-from fedcore.runtime.config import DataConfig, ModelConfig, OutputConfig, TransportConfig, _build, read_toml
+from fedcore.config import DataConfig, ModelConfig, OutputConfig, TransportConfig, build_config, check_choices
+from fedcore.config import check as _check
 
-METHODS = ("fedbcd", "fedcybgd", "parablock")
+Method = Literal["fedbcd", "fedcybgd", "parablock"]
+METHODS: tuple[str, ...] = get_args(Method)
 SCHEDULES = ("random", "sequential", "reverse", "gradient")
 PRUNING = ("magnitude", "structured")
-
-
-def _check(ok: bool, message: str) -> None:
-    if not ok:
-        raise ValueError(message)
 
 
 @dataclass(kw_only=True)
@@ -29,13 +25,13 @@ class CompressionConfig:
 
     enabled: bool = False
     drop_ratio: float = 0.5
-    prune: str = "magnitude"
+    prune: Literal["magnitude", "structured"] = "magnitude"
     prune_ratio: float = 0.75
 
     def __post_init__(self) -> None:
         _check(0.0 <= self.drop_ratio <= 1.0, f"compression.drop_ratio must be in [0, 1], got {self.drop_ratio}")
         _check(0.0 <= self.prune_ratio < 1.0, f"compression.prune_ratio must be in [0, 1), got {self.prune_ratio}")
-        _check(self.prune in PRUNING, f"compression.prune must be one of {PRUNING}, got {self.prune!r}")
+        check_choices(self, "compression")
 
 
 @dataclass(kw_only=True)
@@ -49,7 +45,7 @@ class BCDConfig:
     upload has not arrived by then is left out of that round's aggregate. ``transport.kind``:
     ``inprocess`` (threads, one process) or ``zmq`` (client processes, CURVE, shaped links)."""
 
-    method: str = "parablock"
+    method: Method = "parablock"
     model: ModelConfig = field(default_factory=lambda: ModelConfig(hidden_size=64, num_layers=10))
     data: DataConfig = field(
         default_factory=lambda: DataConfig(train_per_client=96, eval_per_client=16, dirichlet_alpha=0.1)
@@ -58,10 +54,10 @@ class BCDConfig:
     transport: TransportConfig = field(default_factory=lambda: TransportConfig(kind="inprocess"))
     output: OutputConfig = field(default_factory=OutputConfig)
     layers_per_block: int = 1
-    mode: str = "full"
+    mode: Literal["full", "lora"] = "full"
     lora_r: int = 8
     lora_alpha: float = 16.0
-    schedule: str = "random"
+    schedule: Literal["random", "sequential", "reverse", "gradient"] = "random"
     clients: int = 10
     participation: float = 1.0
     rounds: int = 20
@@ -71,16 +67,14 @@ class BCDConfig:
     eta: float = 1.0
     weight_by_samples: bool = True
     staleness: int = 1
-    device: str = "cpu"  # where clients train: cpu | cuda (the server aggregates on the CPU)
+    device: Literal["cpu", "cuda"] = "cpu"  # where clients train (the server aggregates on the CPU)
     threads_per_client: int = 1  # torch threads in each client process (zmq transport)
-    dtype: str = "float32"  # of the model's parameters: float32 | float64 (exactness tests)
+    dtype: Literal["float32", "float64"] = "float32"  # of the model's parameters: float32 | float64 (exactness tests)
     round_timeout_s: float = 600.0
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check(self.method in METHODS, f"method must be one of {METHODS}, got {self.method!r}")
-        _check(self.mode in ("full", "lora"), f"mode must be 'full' or 'lora', got {self.mode!r}")
-        _check(self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        check_choices(self, "")
         _check(
             1 <= self.layers_per_block <= self.model.num_layers,
             f"layers_per_block must be in [1, model.num_layers = {self.model.num_layers}]",
@@ -89,13 +83,20 @@ class BCDConfig:
             _check(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
         _check(0.0 < self.participation <= 1.0, f"participation must be in (0, 1], got {self.participation}")
         _check(self.lr > 0 and self.eta > 0, "lr and eta must be > 0")
-        _check(self.device in ("cpu", "cuda"), f"device must be 'cpu' or 'cuda', got {self.device!r}")
-        _check(self.dtype in ("float32", "float64"), f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
         _check(self.round_timeout_s > 0, f"round_timeout_s must be > 0, got {self.round_timeout_s}")
         _check(
             self.staleness == 1 or self.method == "parablock",
             "staleness > 1 applies to method 'parablock' only",
         )
+
+    @property
+    def algorithm(self) -> str:
+        """The registry name: FedBCD, ParaBlock and FedCyBGD share this config."""
+        return self.method
+
+    @property
+    def num_clients(self) -> int:
+        return self.clients
 
     @property
     def num_blocks(self) -> int:
@@ -121,17 +122,9 @@ def tiny_bcd_config(**overrides: Any) -> BCDConfig:
 
 
 def bcd_config_from_dict(data: dict[str, Any]) -> BCDConfig:
-    """A BCDConfig from nested dicts (TOML tables); ``ValueError`` on unknown keys or bad types."""
-    return _build(BCDConfig, data, "config")
-
-
-def load_bcd_config(path: str | Path) -> BCDConfig:
-    """A BCDConfig from a TOML file: top-level keys are BCDConfig's (``method`` is required, which
-    tells ``fedcore run`` it is a BCD job), tables [model] [data] [compression] [transport] [output]."""
-    data = read_toml(path)
-    if "method" not in data:
-        raise ValueError(f"{path}: a block-coordinate-descent config needs a top-level 'method' ({METHODS})")
-    return bcd_config_from_dict(data)
+    """A BCDConfig from nested dicts (``dataclasses.asdict`` output); ``ValueError`` on unknown keys
+    or bad types. A TOML file names its method with ``algorithm = "..."`` instead (the registry)."""
+    return build_config(BCDConfig, data)
 
 
 def bcd_config_to_dict(config: BCDConfig) -> dict[str, Any]:

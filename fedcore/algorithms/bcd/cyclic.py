@@ -17,9 +17,9 @@ import random
 import time
 from typing import Any
 
+from ..mailbox import Mailbox
 from .compress import apply_download, encode_download
 from .local import BlockTrainer, ParamDict, add_scaled_, snapshot
-from .mailbox import Mailbox
 from .schedule import sample_participants
 from .server import BCDServer, RoundRecord
 from .timeline import Timeline, timeline_tensor

@@ -1,13 +1,12 @@
 """Build a BCD run's parts from its config (identically in every process) and run it in-process.
 
 ``run_bcd`` runs the server in this thread and each client in its own thread over an
-``InProcessHub`` (``transport.kind = "inprocess"``) or hands over to the process launcher
-(``"zmq"``: ``fedcore.runtime.launch_bcd``). Both run the same roles.
+``InProcessHub``; ``bcd_server`` / ``bcd_client`` are the roles the registry hands the runtime's
+thread and process runners. All run the same roles.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,9 +17,10 @@ import torch
 from fedcore.data import CharTokenizer
 from fedcore.lora import inject_lora
 from fedcore.model import blocks as model_layers
-from fedcore.transport import InProcessHub, PeerTimeout, TransportError
 
 from ..builders import ClientData, base_model, client_datasets, shuffled_epochs
+from ..registry import Progress, ProgressEvent
+from ..threads import serve_in_threads
 from .client import BlockClient
 from .config import BCDConfig
 from .cyclic import CyclicClient, FedCyBGDServer
@@ -145,13 +145,8 @@ def run_bcd(
     client_factory: Callable[..., Any] | None = None,
     on_record: Callable[[RoundRecord], None] | None = None,
 ) -> BCDResult:
-    """Run ``config`` on the tiny model and the generated task; ``zmq`` transport goes to separate
-    processes (``fedcore.runtime.launch_bcd``), ``inprocess`` to ``run_inprocess``. ``on_record``
-    gets each round's record as it completes (progress)."""
-    if config.transport.kind == "zmq":
-        from fedcore.runtime.launch_bcd import run_bcd_processes
-
-        return run_bcd_processes(config, on_record=on_record)
+    """Run ``config`` in this process (threads; client processes: ``fedcore.runtime.run_processes``)
+    on the tiny model and the generated task, with the hooks of ``run_inprocess``."""
     data = client_data(config)
     params, blocks = global_model(config)
     trainers = [build_trainer(config, i, data[i]) for i in range(config.clients)]
@@ -181,59 +176,75 @@ def run_inprocess(
     on_record: Callable[[RoundRecord], None] | None = None,
 ) -> BCDResult:
     """The server in this thread, client i (``trainers[i]``: any ``BlockTrainer``) in its own
-    thread, over an ``InProcessHub``. ``params``: the global block parameters (updated in place).
+    thread (``serve_in_threads``). ``params``: the global block parameters (updated in place).
 
     ``on_round(client, t)`` runs in each FedBCD / ParaBlock client after each round; ``history``
     receives the global parameters after every aggregate; ``clients`` (if a list) receives the
     client roles; ``client_factory(config, link, trainer, index, **kw)`` replaces ``make_client``
-    (tests inject faults with it)."""
-    t0 = time.perf_counter()
-    hub = InProcessHub()
-    server_link = hub.server()
+    (tests inject faults with it). A client thread that fails is dropped (``result.dropped``)."""
     factory = client_factory or make_client
-    roles = []
-    for i, trainer in enumerate(trainers):
-        link = hub.endpoint(f"client-{i}")
-        roles.append(factory(config, link, trainer, i, timeline=Timeline(), on_round=on_round))
+    roles: list[Any] = []
+
+    def client_of(i: int, trainer: Any) -> Callable[[Any], Any]:
+        def build(link: Any) -> Any:
+            role = factory(config, link, trainer, i, timeline=Timeline(), on_round=on_round)
+            roles.append(role)
+            return role
+
+        return build
+
+    def server_of(link: Any, peers: list[str]) -> BCDServerRun:
+        samples = [t.num_samples for t in trainers]
+        return BCDServerRun(config, link, peers, params, blocks, samples, history=history, on_record=on_record)
+
+    result, _, _ = serve_in_threads(server_of, [client_of(i, t) for i, t in enumerate(trainers)])
     if clients is not None:
         clients.extend(roles)
-    errors: list[BaseException] = []
+    return result
 
-    def serve(role: Any) -> None:
-        try:
-            role.run()
-        except BaseException as exc:  # surfaced after the run; the server drops the client now
-            errors.append(exc)
-            server_link.report(PeerTimeout(f"client thread failed: {exc!r}", peer=f"client-{role.index}"))
 
-    threads = [threading.Thread(target=serve, args=(r,), daemon=True, name=f"bcd-client-{r.index}") for r in roles]
-    for th in threads:
-        th.start()
-    timeline = Timeline()
-    server = SERVERS[config.method](
-        server_link,
-        [f"client-{i}" for i in range(len(trainers))],
-        params,
-        blocks,
-        config,
-        samples=[t.num_samples for t in trainers],
-        timeline=timeline,
-        history=history,
-        on_record=on_record,
+class BCDServerRun:
+    """The method's server over ``link``, run to the end: rounds, the final refresh (FedCyBGD),
+    evaluation, stop; ``run()`` returns the ``BCDResult``."""
+
+    def __init__(
+        self,
+        config: BCDConfig,
+        link: Any,
+        peers: list[str],
+        params: ParamDict,
+        blocks: list[list[str]],
+        samples: list[int],
+        **hooks: Any,
+    ):
+        self.t0 = time.perf_counter()
+        self.link = link
+        self.server = SERVERS[config.method](
+            link, peers, params, blocks, config, samples=samples, timeline=Timeline(), **hooks
+        )
+
+    def run(self) -> BCDResult:
+        records = self.server.run()
+        losses = conclude(self.server)
+        return BCDResult.of(self.server, records, losses, self.link.stats(), self.t0)
+
+
+def bcd_server(config: BCDConfig, link: Any, peers: list[str], on_progress: Progress | None = None) -> BCDServerRun:
+    """The registry's server role: the global model and sample counts built from the config."""
+    params, blocks = global_model(config)
+    samples = [len(d.train) for d in client_data(config)]
+
+    def on_record(rec: RoundRecord) -> None:
+        if on_progress is not None:
+            on_progress(ProgressEvent(1, rec.train_loss, f"round {rec.round + 1}/{config.rounds}", rec))
+
+    return BCDServerRun(config, link, peers, params, blocks, samples, on_record=on_record)
+
+
+def bcd_client(config: BCDConfig, link: Any, index: int) -> Any:
+    """The registry's client role ``index``: its model and shard built from the config."""
+    if config.transport.kind == "zmq":  # a client process of its own (threads share the process)
+        torch.set_num_threads(max(1, config.threads_per_client))
+    return make_client(
+        config, link, build_trainer(config, index, client_data(config)[index]), index, timeline=Timeline()
     )
-    try:
-        records = server.run()
-        losses = conclude(server)
-    except BaseException:
-        for i in list(server.active):  # unblock the client threads
-            try:
-                server_link.send_to(f"client-{i}", {}, {"op": "stop"}, tag="control")
-            except TransportError:
-                pass
-        raise
-    finally:
-        for th in threads:
-            th.join(timeout=60 if not errors else 1)
-    if errors:
-        raise RuntimeError(f"a client failed: {errors[0]!r}") from errors[0]
-    return BCDResult.of(server, records, losses, server_link.stats(), t0)

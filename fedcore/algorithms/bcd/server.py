@@ -24,9 +24,10 @@ from typing import Any
 from fedcore.aggregate import mismatch, weighted_average
 from fedcore.transport import Message, PeerTimeout, TransportError
 
+from ..mailbox import Mailbox, op_is
+from ..roster import Roster
 from .config import BCDConfig
 from .local import ParamDict, add_scaled_, snapshot
-from .mailbox import Mailbox, op_is
 from .schedule import BlockSchedule, sample_participants
 from .timeline import Timeline, timeline_records
 
@@ -87,8 +88,7 @@ class BCDServer:
         self.timeline = timeline or Timeline(enabled=False)
         self.history = history
         self.on_record = on_record
-        self.active = list(range(len(peers)))
-        self.dropped: dict[int, str] = {}
+        self.roster = Roster(peers, name=config.method)
         self.left: set[int] = set()  # clients that said bye at the end (their link closing is no dropout)
         self.rng = random.Random(config.seed + 17)
         self.schedule = BlockSchedule(config.schedule, len(blocks), seed=config.seed)
@@ -97,6 +97,16 @@ class BCDServer:
         self.version = 0
         if history is not None:
             history[0] = snapshot(global_params, global_params)
+
+    @property
+    def active(self) -> list[int]:
+        """Indices of the clients still in the run, in client order."""
+        return self.roster.active_indices()
+
+    @property
+    def dropped(self) -> dict[int, str]:
+        """Client index -> why it left the run."""
+        return self.roster.dropped_by_index()
 
     # ---- the loop
     def run(self) -> list[RoundRecord]:
@@ -234,15 +244,11 @@ class BCDServer:
     def drop(self, i: int, why: str) -> None:
         if i not in self.active:
             return
-        self.active.remove(i)
-        self.dropped[i] = why
         try:  # best effort: a client that is still alive stops instead of waiting for rounds
             self.link.send_to(self.peers[i], {}, {"op": "stop"}, tag="control")
         except TransportError:
             pass
-        log.warning("bcd: client %d dropped (%s); %d clients go on", i, why, len(self.active))
-        if not self.active:
-            raise RuntimeError("every client has dropped out")
+        self.roster.drop(self.peers[i], why)  # AllClientsLost when it was the last one
 
     def reply(self, i: int, op: str, timeout: float) -> Message | None:
         """Client i's next ``op`` message; None once it dropped out or ``timeout`` passed."""

@@ -2,8 +2,8 @@
 neuron-wise sparse LoRA updates. This package holds the method's formulas as pure functions
 (``curriculum``, ``layers``, ``neurons``), the client-side work (``local``), an in-process
 simulation of N clients with the FedIT baseline and the ablations (``simulate``), and the same
-client code as server/client roles over a ``Link`` (``roles``; real processes:
-``fedcore.runtime.launch_fibecfed``).
+client code as server/client roles over a ``Link`` (``roles``), registered as ``fibecfed``
+(``spec``; threads or processes: ``fedcore.runtime.run_threads`` / ``run_processes``).
 """
 
 from .config import FibecFedConfig

@@ -33,18 +33,22 @@ def build_setup(c: FibecFedConfig) -> tuple[PreTrainedModel, State, list[list[Ba
     the same config (seeded)."""
     torch.manual_seed(c.seed)
     tok = CharTokenizer()
-    model = tiny_causal_lm("llama", vocab_size=tok.vocab_size, hidden_size=c.hidden, num_layers=c.layers,
-                           seed=c.seed, initializer_range=0.1)  # fmt: skip
+    m = c.model
+    model = tiny_causal_lm(m.family, vocab_size=m.vocab_size or tok.vocab_size, hidden_size=m.hidden_size,
+                           num_layers=m.num_layers, num_heads=m.num_heads, num_kv_heads=m.num_kv_heads, seed=m.seed,
+                           initializer_range=m.init_std,
+                           **({"intermediate_size": m.intermediate_size} if m.intermediate_size else {}))  # fmt: skip
     model.requires_grad_(False)
     inject_lora(model.model.layers, targets=["q", "v"], r=c.lora_r, alpha=2.0 * c.lora_r)
     nn.Module.to(model, c.device)  # (transformers types its own .to for dtypes only)
     start_state = {k: v.clone() for k, v in lora_state(model).items()}
-    pool = make_instruction_task(c.clients * (c.samples_per_client + 4), seed=c.seed)
-    parts = dirichlet_partition([ex.skill for ex in pool], c.clients, alpha=c.dirichlet_alpha, seed=c.seed,
+    d = c.data
+    pool = make_instruction_task(c.clients * (c.samples_per_client + 4), seed=d.seed, skills=d.skills)
+    parts = dirichlet_partition([ex.skill for ex in pool], c.clients, alpha=d.dirichlet_alpha, seed=d.seed,
                                 min_per_client=8)  # fmt: skip
     train, evals = [], []
     for idx in parts:
-        enc = [encode_example(tok, pool[i], max_len=48) for i in idx]
+        enc = [encode_example(tok, pool[i], max_len=d.max_len) for i in idx]
         n_eval = max(1, len(enc) // 6)
         evals.append(_to(collate(enc[:n_eval], pad_id=tok.pad_id), c.device))
         rest = enc[n_eval:]

@@ -23,6 +23,8 @@ from transformers import PreTrainedModel
 from fedcore.aggregate import mismatch, weighted_average
 from fedcore.transport import PeerTimeout, TransportError
 
+from ..registry import Progress, ProgressEvent
+from ..roster import Roster
 from .config import FibecFedConfig
 from .curriculum import batches_in_round
 from .layers import aggregate_layer_scores, gal_rule, select_global_layers
@@ -43,6 +45,7 @@ class RoleRunResult:
     accuracy: list[float] = field(default_factory=list)
     uplink_bytes: list[int] = field(default_factory=list)
     round_seconds: list[float] = field(default_factory=list)
+    eval_loss: list[float] = field(default_factory=list)  # nats per answer token over the evaluated clients
     dropped: dict[int, str] = field(default_factory=dict)  # client index -> why it left the run
 
 
@@ -108,21 +111,29 @@ class FibecFedClient:
 class FibecFedServer:
     """The server: init phase, GAL, rounds of K sampled clients, FedAvg of the GAL parameters."""
 
-    def __init__(self, link: Any, peers: list[str], sizes: list[int], start_state: State, config: FibecFedConfig):
+    def __init__(
+        self,
+        link: Any,
+        peers: list[str],
+        sizes: list[int],
+        start_state: State,
+        config: FibecFedConfig,
+        *,
+        on_progress: Progress | None = None,
+    ):
         self.link, self.peers, self.sizes, self.c = link, peers, sizes, config
+        self.on_progress = on_progress
         self.start_state = start_state
         self.rng = random.Random(config.seed)
         self.timeout = 600.0
-        self.active = set(peers)  # a client whose lease runs out (or whose send fails) leaves the run
-        self.dropped: dict[str, str] = {}
+        self.roster = Roster(peers, name=config.method)  # a client whose lease runs out (or send fails) leaves
+
+    @property
+    def active(self) -> set[str]:
+        return set(self.roster.active)
 
     def _drop(self, peer: str, why: str) -> None:
-        if peer in self.active:
-            self.active.discard(peer)
-            self.dropped[peer] = why
-            log.warning("fibecfed: client %s dropped (%s); %d go on", peer, why, len(self.active))
-            if not self.active:
-                raise RuntimeError("every client has dropped out")
+        self.roster.drop(peer, why)  # AllClientsLost when it was the last one
 
     def _send(self, peer: str, tensors: State, meta: dict[str, Any], tag: str) -> None:
         try:
@@ -202,10 +213,13 @@ class FibecFedServer:
             sums = [sum(x[i] for x in counts) for i in range(5)]
             result.accuracy.append(sums[0] / max(sums[1], 1))
             result.token_accuracy.append(sums[2] / max(sums[3], 1))
+            result.eval_loss.append(sums[4] / sums[3] if sums[3] else float("nan"))
             result.round_seconds.append(time.perf_counter() - t1)
+            if self.on_progress is not None:
+                self.on_progress(ProgressEvent(1, result.eval_loss[-1], f"round {t + 1}/{c.rounds}", t))
         for p in sorted(self.active):
             self._send(p, {}, {"op": "stop"}, tag="control")
-        result.dropped = {self.peers.index(p): why for p, why in self.dropped.items()}
+        result.dropped = self.roster.dropped_by_index()
         return result
 
 
@@ -216,47 +230,3 @@ def _finite_vector(t: Any, n: int) -> bool:
 def _fits(upload: dict[str, torch.Tensor], reference: State) -> bool:
     """An upload FedAvg can use: exactly the GAL parameters, their shapes and dtypes, finite."""
     return mismatch(upload, reference) is None
-
-
-def run_roles_inprocess(config: FibecFedConfig, *, client_cls: type = FibecFedClient) -> RoleRunResult:
-    """The roles with every client in a thread of this process, over an ``InProcessHub``
-    (``client_cls``: a FibecFedClient subclass, e.g. to inject faults in tests)."""
-    import copy
-    import threading
-
-    from fedcore.transport import InProcessHub
-
-    from .local import build_setup
-
-    model, start_state, train, evals, sizes = build_setup(config)
-    hub = InProcessHub()
-    server_link = hub.server()
-    clients = [
-        client_cls(
-            hub.endpoint(f"client-{k}"),
-            copy.deepcopy(model),
-            start_state,
-            train[k],
-            evals[k],
-            sizes[k],
-            config,
-            index=k,
-        )
-        for k in range(config.clients)
-    ]
-
-    def serve(client: FibecFedClient) -> None:
-        try:
-            client.run()
-        except Exception as exc:  # noqa: BLE001 - the server drops the client, as a lease expiry would
-            server_link.report(PeerTimeout(f"client thread failed: {exc!r}", peer=f"client-{client.index}"))
-
-    threads = [threading.Thread(target=serve, args=(cl,), daemon=True) for cl in clients]
-    for th in threads:
-        th.start()
-    result = FibecFedServer(
-        server_link, [f"client-{k}" for k in range(config.clients)], sizes, start_state, config
-    ).run()
-    for th in threads:
-        th.join(30)
-    return result

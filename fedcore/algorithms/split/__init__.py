@@ -1,9 +1,10 @@
-"""FL-GLM / FedSEA-LLaMA split learning: the step, noise on h_A, the client/server roles and runners."""
+"""FL-GLM / FedSEA-LLaMA split learning: the step, noise on h_A, the client/server roles, the config
+and the registered spec."""
 
 from .client_role import SplitClientRole
-from .inprocess import SplitRunResult, run_split_inprocess
 from .noise import add_gaussian_noise
 from .server_role import SplitServerRole, StepReport
+from .spec import SplitRunResult
 from .step import ClientParts, ServerParts, split_train_step
 
 __all__ = [
@@ -14,6 +15,5 @@ __all__ = [
     "SplitServerRole",
     "StepReport",
     "add_gaussian_noise",
-    "run_split_inprocess",
     "split_train_step",
 ]

@@ -29,7 +29,7 @@ from fedcore.transport import PeerTimeout, TransportError
 
 from .gather import Piece, gather_grads, gather_states, scatter
 from .server_role import SplitServerResult, SplitServerRole, StepReport
-from .wire import ProtocolError, checked_grad, checked_state, meta_float, meta_int
+from .wire import ProtocolError, checked_grad, checked_state, meta_float, meta_int, state_meta
 
 EARLY_LIMIT = 256  # messages a client may send ahead of the one the server waits for
 
@@ -138,8 +138,9 @@ class ClientBatchServerRole(SplitServerRole):
         peers, states = [], []
         for peer in [p for p in self.clients if p in fwd]:
             try:
+                msg = fwd[peer]
                 state = checked_state(
-                    fwd[peer].tensors, hidden_size=self.hidden_size, needs_grad=True, device=self.device
+                    msg.tensors, msg.meta, hidden_size=self.hidden_size, needs_grad=True, device=self.device
                 )
             except ProtocolError as exc:
                 self.drop_if_gone(exc, peer)
@@ -159,7 +160,7 @@ class ClientBatchServerRole(SplitServerRole):
                 "position_ids": gathered.position_ids[rows, : piece.steps],
                 "attention_mask": mask[rows, : piece.steps],
             }
-            self._send(peer, out, {"op": "h_B"}, tag="h_B", codec=self.codec_down)
+            self._send(peer, out, state_meta(op="h_B"), tag="h_B", codec=self.codec_down)
         return peers, states, pieces, h_b
 
     def _backward(

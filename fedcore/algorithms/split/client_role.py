@@ -23,6 +23,7 @@ from .noise import add_gaussian_noise
 from .step import ClientParts
 from .wire import (
     state_from,
+    state_meta,
     state_tensors,
 )
 
@@ -114,8 +115,8 @@ class SplitClientRole:
             up["hidden"], self.noise_std, relative=self.noise_relative, generator=parts.noise_generator
         )
         head_trains = h_a.hidden.requires_grad
-        self.link.send_to("server", up, {"op": "fwd", "head_trains": head_trains}, tag="h_A", codec=self.codec_up)
-        tail_in = state_from(_expect(self.link, "h_B", self.timeout).tensors, needs_grad=True, device=self.device)
+        self.link.send_to("server", up, state_meta(op="fwd", head_trains=head_trains), tag="h_A", codec=self.codec_up)
+        tail_in = _state(_expect(self.link, "h_B", self.timeout), needs_grad=True, device=self.device)
         loss = parts.tail(tail_in, labels=batch["labels"]).loss
         tokens = int(batch["attention_mask"].sum())
         loss_tokens = int((batch["labels"][:, 1:] != -100).sum())  # what the mean loss averages over
@@ -157,13 +158,13 @@ class SplitClientRole:
             up["hidden"] = add_gaussian_noise(
                 up["hidden"], self.noise_std, relative=self.noise_relative, generator=parts.noise_generator
             )
-            meta = {"op": "fwd", "head_trains": h_a.hidden.requires_grad, "mb": i, "mbs": count}
+            meta = state_meta(op="fwd", head_trains=h_a.hidden.requires_grad, mb=i, mbs=count)
             meta["loss_tokens"] = sum(counts)  # the step's, not the micro-batch's: a client-batch server weights by it
             self.link.send_to("server", up, meta, tag="h_A", codec=self.codec_up)
             heads.append(h_a)
         loss_sum, tokens = 0.0, int(batch["attention_mask"].sum())
         for i, mb in enumerate(micro):
-            tail_in = state_from(_expect(self.link, "h_B", self.timeout).tensors, needs_grad=True, device=self.device)
+            tail_in = _state(_expect(self.link, "h_B", self.timeout), needs_grad=True, device=self.device)
             loss = parts.tail(tail_in, labels=mb["labels"]).loss * (counts[i] / total)
             grad = _tail_backward(loss, tail_in, counts[i])
             loss_sum += float(loss.detach()) if counts[i] else 0.0
@@ -193,14 +194,18 @@ class SplitClientRole:
             up["hidden"] = add_gaussian_noise(  # what leaves the client is noised at evaluation too
                 up["hidden"], self.noise_std, relative=self.noise_relative, generator=self.parts.noise_generator
             )
-            self.link.send_to("server", up, {"op": "eval_fwd"}, tag="eval_h_A", codec=self.codec_up)
-            state = state_from(
-                _expect(self.link, "eval_h_B", self.timeout).tensors, needs_grad=False, device=self.device
-            )
+            self.link.send_to("server", up, state_meta(op="eval_fwd"), tag="eval_h_A", codec=self.codec_up)
+            state = _state(_expect(self.link, "eval_h_B", self.timeout), needs_grad=False, device=self.device)
             loss = self.parts.tail(state, labels=batch["labels"]).loss
             tokens = int((batch["labels"][:, 1:] != -100).sum())
             total, count = total + float(loss) * tokens, count + tokens
         return total / max(count, 1)
+
+
+def _state(msg: Any, *, needs_grad: bool, device: torch.device | str | None) -> SplitState:
+    """The SplitState in the server's message ``msg``: ``ProtocolError`` when the sender's wire
+    version is missing from its meta or is not this side's."""
+    return state_from(msg.tensors, msg.meta, needs_grad=needs_grad, device=device)
 
 
 def _tail_backward(loss: torch.Tensor, tail_in: SplitState, loss_tokens: int) -> torch.Tensor:
@@ -220,7 +225,7 @@ def remote_body(
     sends h_A (only the new tokens once the caches hold the prompt), returns h_B on ``device``."""
 
     def body_step(state: SplitState, first: bool) -> SplitState:
-        link.send_to("server", state_tensors(state), {"op": "gen_fwd", "first": first}, tag="gen_h_A", codec=codec)
-        return state_from(_expect(link, "gen_h_B", timeout).tensors, needs_grad=False, device=device)
+        link.send_to("server", state_tensors(state), state_meta(op="gen_fwd", first=first), tag="gen_h_A", codec=codec)
+        return _state(_expect(link, "gen_h_B", timeout), needs_grad=False, device=device)
 
     return body_step

@@ -25,7 +25,7 @@ from fedcore.transport import PeerTimeout
 
 from .server_role import SplitServerResult, SplitServerRole, StepReport
 from .step import ServerParts
-from .wire import ProtocolError, checked_grad, checked_state, state_tensors
+from .wire import ProtocolError, checked_grad, checked_state, state_meta, state_tensors
 
 
 def replicate(parts: ServerParts, count: int, make_optimizer, make_schedule) -> list[ServerParts]:
@@ -148,14 +148,14 @@ class HierarchicalServerRole(SplitServerRole):
                     if msg.meta["op"] == "fwd":
                         trains = bool(msg.meta.get("head_trains"))
                         body_in = checked_state(
-                            msg.tensors, hidden_size=self.hidden_size, needs_grad=trains, device=parts.device
+                            msg.tensors, msg.meta, hidden_size=self.hidden_size, needs_grad=trains, device=parts.device
                         )
                         h_b = parts.body(body_in)
                         pending[msg.meta.get("mb", 0)] = (body_in, h_b)
                         out = state_tensors(h_b)
                         if stream is not None:
                             stream.synchronize()
-                        self.link.send_to(peer, out, {"op": "h_B"}, tag="h_B", codec=self.codec_down)
+                        self.link.send_to(peer, out, state_meta(op="h_B"), tag="h_B", codec=self.codec_down)
                     else:
                         mb = msg.meta.get("mb", 0)
                         if mb not in pending:

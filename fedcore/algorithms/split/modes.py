@@ -9,9 +9,9 @@ from typing import Any
 import torch
 
 from fedcore.model import SplitModel
-from fedcore.runtime.config import RunConfig
 
 from .client_batch import ClientBatchServerRole
+from .config import SplitRunConfig
 from .hierarchical import HierarchicalServerRole, replicate
 from .server_role import SplitServerRole, StepReport
 from .setup import lr_schedule, server_parts, server_steps, wire_codecs
@@ -24,7 +24,7 @@ SERVER_ROLES: dict[str, type[SplitServerRole]] = {
 
 
 def make_server_role(
-    config: RunConfig,
+    config: SplitRunConfig,
     link: Any,
     sm: SplitModel,
     clients: list[str],

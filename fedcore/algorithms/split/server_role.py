@@ -25,6 +25,7 @@ from fedcore.codec import Codec
 from fedcore.model import SplitState
 from fedcore.transport import PeerTimeout, TransportError
 
+from ..roster import Roster
 from .step import ServerParts
 from .wire import (
     ProtocolError,
@@ -33,6 +34,7 @@ from .wire import (
     checked_state,
     meta_float,
     meta_int,
+    state_meta,
     state_tensors,
     step_reports,
 )
@@ -79,9 +81,10 @@ class SplitServerRole:
         self.codec_down, self.codec_grad = codecs.get("h_B", "raw"), codecs.get("dh_A", "raw")
         self._pending: dict[tuple[str, int], tuple[SplitState, SplitState]] = {}  # (peer, micro-batch)
         self._gen_caches: dict[str, Any] = {}
-        self.active = list(clients)  # clients still in the run; one whose lease runs out is dropped
-        self.dropped: dict[str, str] = {}  # peer -> why
-        self.rejoined: dict[str, int] = {}  # peer -> the round it came back at
+        # clients still in the run (one whose lease runs out is dropped), peer -> why it was
+        # dropped, peer -> the round it came back at
+        self.roster = Roster(clients, name="split")
+        self.active, self.dropped, self.rejoined = self.roster.active, self.roster.dropped, self.roster.rejoined
         self._rejoining: set[str] = set()
         self._last_avg: dict[str, torch.Tensor] = {}  # the latest head/tail LoRA average
 
@@ -151,13 +154,9 @@ class SplitServerRole:
             return True  # already out of the run (e.g. dropped for a bad message while awaited)
         if who not in self.active or (isinstance(exc, PeerTimeout) and getattr(exc, "peer", None) is None):
             return False
-        self.active.remove(who)
-        self.dropped[who] = str(exc)
         for key in [k for k in self._pending if k[0] == who]:
             self._pending.pop(key)
-        log.warning("split: client %s dropped (%s); %d clients go on", who, exc, len(self.active))
-        if not self.active:
-            raise RuntimeError("every client has dropped out") from exc
+        self.roster.drop(who, str(exc))  # AllClientsLost when it was the last one
         return True
 
     def note_hello(self, msg: Any) -> bool:
@@ -189,13 +188,12 @@ class SplitServerRole:
                 log.warning("split: ignored '%s' from %s between rounds", msg.meta.get("op"), msg.peer)
                 msg.release()
         for peer in [p for p in self.clients if p in self._rejoining and p in self.dropped]:
-            del self.dropped[peer]
-            self.active = [p for p in self.clients if p in self.active or p == peer]
+            self.roster.rejoin(peer, rnd)
             try:
                 self.link.send_to(peer, self._last_avg, {"op": "load", "resume_step": steps_done}, tag="lora_down")
                 self._serve_until(peer, "loaded")
-                self.rejoined[peer] = rnd
             except (PeerTimeout, TransportError) as exc:
+                self.rejoined.pop(peer, None)
                 if not self.drop_if_gone(exc, peer):
                     raise
         self._rejoining.clear()
@@ -293,10 +291,12 @@ class SplitServerRole:
         got = msg.meta.get("op")
         if got == "fwd":
             trains = bool(msg.meta.get("head_trains"))
-            body_in = checked_state(msg.tensors, hidden_size=self.hidden_size, needs_grad=trains, device=self.device)
+            body_in = checked_state(
+                msg.tensors, msg.meta, hidden_size=self.hidden_size, needs_grad=trains, device=self.device
+            )
             h_b = self.parts.body(body_in)
             self._pending[(msg.peer, msg.meta.get("mb", 0))] = (body_in, h_b)
-            self.link.send_to(msg.peer, state_tensors(h_b), {"op": "h_B"}, tag="h_B", codec=self.codec_down)
+            self.link.send_to(msg.peer, state_tensors(h_b), state_meta(op="h_B"), tag="h_B", codec=self.codec_down)
         elif got == "bwd":
             key = (msg.peer, msg.meta.get("mb", 0))
             if key not in self._pending:
@@ -318,17 +318,23 @@ class SplitServerRole:
                 self.on_step(StepReport(ctx["rnd"], ctx["client"], ctx["first_step"] + served, loss, tokens, 0.0))
             return 1
         elif got == "gen_fwd":  # split inference: the body's KV cache for this client lives here
-            state = checked_state(msg.tensors, hidden_size=self.hidden_size, needs_grad=False, device=self.device)
+            state = checked_state(
+                msg.tensors, msg.meta, hidden_size=self.hidden_size, needs_grad=False, device=self.device
+            )
             if msg.meta.get("first") or msg.peer not in self._gen_caches:
                 self._gen_caches[msg.peer] = self.parts.body.new_cache()
             with torch.no_grad():
                 h_b = self.parts.body(state, cache=self._gen_caches[msg.peer])
-            self.link.send_to(msg.peer, state_tensors(h_b), {"op": "gen_h_B"}, tag="gen_h_B", codec=self.codec_down)
+            meta = state_meta(op="gen_h_B")
+            self.link.send_to(msg.peer, state_tensors(h_b), meta, tag="gen_h_B", codec=self.codec_down)
         elif got == "eval_fwd":
-            state = checked_state(msg.tensors, hidden_size=self.hidden_size, needs_grad=False, device=self.device)
+            state = checked_state(
+                msg.tensors, msg.meta, hidden_size=self.hidden_size, needs_grad=False, device=self.device
+            )
             with torch.no_grad():
                 h_b = self.parts.body(state)
-            self.link.send_to(msg.peer, state_tensors(h_b), {"op": "eval_h_B"}, tag="eval_h_B", codec=self.codec_down)
+            meta = state_meta(op="eval_h_B")
+            self.link.send_to(msg.peer, state_tensors(h_b), meta, tag="eval_h_B", codec=self.codec_down)
         else:
             raise ProtocolError(f"unexpected '{got}'")
         return 0

@@ -18,9 +18,9 @@ from fedcore.codec import Codec, noisy_int8
 from fedcore.data import CharTokenizer
 from fedcore.lora import inject_lora, lora_parameters
 from fedcore.model import SplitModel, split_model
-from fedcore.runtime.config import RunConfig
 
 from ..builders import ClientData, base_model, client_datasets, shuffled_epochs
+from .config import SplitRunConfig
 from .step import ClientParts, ServerParts
 
 WARMUP_STEPS = 10  # linear warm-up, then cosine decay to 10% of lr, per optimizer
@@ -38,35 +38,35 @@ def lr_schedule(opt: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-def build_client_data(config: RunConfig, tokenizer: CharTokenizer) -> list[ClientData]:
+def build_client_data(config: SplitRunConfig, tokenizer: CharTokenizer) -> list[ClientData]:
     """Generate the task, partition it over clients (IID or Dirichlet over skills), encode it."""
     return client_datasets(config.data, config.train.clients, config.train.batch_size, tokenizer)
 
 
-def endless_batches(data: ClientData, config: RunConfig, client: int, pad_id: int) -> Iterator[dict]:
+def endless_batches(data: ClientData, config: SplitRunConfig, client: int, pad_id: int) -> Iterator[dict]:
     """Shuffled batches of one client's training data, epoch after epoch."""
     return shuffled_epochs(data, config.train.batch_size, config.train.seed + 7919 * client, pad_id)
 
 
-def build_split(config: RunConfig, tokenizer: CharTokenizer) -> SplitModel:
+def build_split(config: SplitRunConfig, tokenizer: CharTokenizer) -> SplitModel:
     """The frozen base model on ``train.device``, split; identical in every process for the same config."""
     model = base_model(config.model, tokenizer.vocab_size).to(config.train.device)
     return split_model(model, config.split.blocks_a, config.split.blocks_c)
 
 
-def _add_lora(config: RunConfig):
+def _add_lora(config: SplitRunConfig):
     lc = config.lora
     return functools.partial(inject_lora, targets=lc.targets, r=lc.r, alpha=lc.alpha, dropout=lc.dropout)
 
 
-def server_steps(config: RunConfig) -> int:
+def server_steps(config: SplitRunConfig) -> int:
     """Optimizer steps one body replica takes in the run: every client's every step in sequential
     mode, one per gathered step in client-batch mode, its own client's steps when hierarchical."""
     tc = config.train
     return tc.rounds * tc.local_steps * (tc.clients if config.split.mode == "sequential" else 1)
 
 
-def server_parts(config: RunConfig, sm: SplitModel) -> ServerParts:
+def server_parts(config: SplitRunConfig, sm: SplitModel) -> ServerParts:
     """The body with LoRA, its AdamW and its own LR schedule over ``server_steps(config)`` steps."""
     torch.manual_seed(config.train.seed + 1)
     _add_lora(config)(sm.body.layers)
@@ -74,7 +74,7 @@ def server_parts(config: RunConfig, sm: SplitModel) -> ServerParts:
     return ServerParts(sm.body, opt, lr_schedule(opt, server_steps(config)))
 
 
-def client_parts(config: RunConfig, sm: SplitModel, client: int) -> ClientParts:
+def client_parts(config: SplitRunConfig, sm: SplitModel, client: int) -> ClientParts:
     """Client ``client``'s own head and tail with LoRA, optimizer, schedule and noise stream."""
     torch.manual_seed(config.train.seed + 1000 + client)
     head, tail = copy.deepcopy((sm.head, sm.tail))  # tied weights stay tied within the pair
@@ -88,7 +88,7 @@ def client_parts(config: RunConfig, sm: SplitModel, client: int) -> ClientParts:
     return ClientParts(head, tail, opt, lr_schedule(opt, tc.rounds * tc.local_steps), noise)
 
 
-def wire_codecs(config: RunConfig, client: int) -> tuple[dict[str, str | Codec], float]:
+def wire_codecs(config: SplitRunConfig, client: int) -> tuple[dict[str, str | Codec], float]:
     """The codec per direction for ``client``'s link, and the noise std still to add by hand.
 
     With ``codecs.h_A = "int8+noise"`` the noise is drawn in the packing kernel from a Philox

@@ -1,9 +1,11 @@
-"""Split states and gradients as message tensors, and the checks the server applies to what a
-client sends: a message that breaks the protocol raises ``ProtocolError`` and costs only that
-client its place in the run, never the step of the others."""
+"""Split states and gradients as message tensors (a state's wire version in the message meta),
+and the checks the server applies to what a client sends: a message that breaks the protocol
+raises ``ProtocolError`` and costs only that client its place in the run, never the step of the
+others."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -15,40 +17,67 @@ STATE_KEYS = ("hidden", "position_ids", "attention_mask")
 
 
 class ProtocolError(ValueError):
-    """A client's message breaks the split protocol (wrong op, shape, count); the server drops it."""
+    """A message breaks the split protocol (wrong op, shape, count, state version): the server drops
+    the client that sent it; a client refuses such an answer from the server."""
 
     def __str__(self) -> str:
         return f"protocol: {super().__str__()}"
 
 
 def state_tensors(state: SplitState) -> dict[str, torch.Tensor]:
-    """The tensors of ``state.to_wire()`` (its version travels in the message meta)."""
+    """The tensors of ``state.to_wire()``; its version travels in the message meta (``state_meta``)."""
     return {k: v for k, v in state.to_wire().items() if isinstance(v, torch.Tensor)}
 
 
+def state_meta(**meta: Any) -> dict[str, Any]:
+    """The meta of a message that carries ``state_tensors``: ``meta`` plus the sender's SplitState
+    wire version, which the receiver's ``state_from`` checks."""
+    return {**meta, **SplitState.wire_meta()}
+
+
 def state_from(
-    msg_tensors: dict[str, torch.Tensor], *, needs_grad: bool, device: torch.device | str | None = None
+    msg_tensors: dict[str, torch.Tensor],
+    msg_meta: Mapping[str, Any],
+    *,
+    needs_grad: bool,
+    device: torch.device | str | None = None,
 ) -> SplitState:
-    """The SplitState in a received message, on ``device`` (received tensors are on the CPU);
-    with ``needs_grad`` its hidden state is a fresh leaf that collects this side's gradient.
-    The copies are blocking: a received tensor may sit in a pooled pinned buffer that is reused
-    once its message is released. A malformed state raises ``ValueError``."""
+    """The SplitState in a received message (its tensors and its meta), on ``device`` (received
+    tensors are on the CPU); with ``needs_grad`` its hidden state is a fresh leaf that collects this
+    side's gradient. The copies are blocking: a received tensor may sit in a pooled pinned buffer
+    that is reused once its message is released. A message whose meta lacks the sender's wire
+    version, or names another one, and a malformed state raise ``ProtocolError``."""
+    try:
+        return _state_from(msg_tensors, msg_meta, needs_grad=needs_grad, device=device)
+    except ValueError as exc:
+        raise ProtocolError(f"bad split state: {exc}") from exc
+
+
+def _state_from(
+    msg_tensors: dict[str, torch.Tensor], msg_meta: Mapping[str, Any], *, needs_grad: bool, device
+) -> SplitState:
+    version = SplitState.wire_version(msg_meta)  # first: the tensors of another version may mean anything
     wire = {k: msg_tensors[k] for k in STATE_KEYS if k in msg_tensors}
     if device is not None:
         wire = {k: v.to(device) for k, v in wire.items()}
-    state = SplitState.from_wire({"version": 1, **wire})
+    state = SplitState.from_wire({"version": version, **wire})
     if needs_grad:
         state.hidden = state.hidden.clone().requires_grad_(True)  # a leaf of this side's graph
     return state
 
 
 def checked_state(
-    msg_tensors: dict[str, torch.Tensor], *, hidden_size: int, needs_grad: bool, device: torch.device | str
+    msg_tensors: dict[str, torch.Tensor],
+    msg_meta: Mapping[str, Any],
+    *,
+    hidden_size: int,
+    needs_grad: bool,
+    device: torch.device | str,
 ) -> SplitState:
-    """``state_from`` for a client's h_A: a finite (B, T, ``hidden_size``) float state with
-    consistent positions and mask, or ``ProtocolError``."""
+    """``state_from`` for a client's h_A: a finite (B, T, ``hidden_size``) float state of this
+    side's wire version with consistent positions and mask, or ``ProtocolError``."""
     try:
-        state = state_from(msg_tensors, needs_grad=needs_grad, device=device)
+        state = _state_from(msg_tensors, msg_meta, needs_grad=needs_grad, device=device)
     except ValueError as exc:
         raise ProtocolError(f"bad h_A: {exc}") from exc
     if state.hidden.shape[-1] != hidden_size or state.hidden.numel() == 0:

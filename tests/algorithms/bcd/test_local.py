@@ -7,7 +7,7 @@ import torch
 
 from fedcore.algorithms.bcd import BCDConfig, bcd_config_from_dict, bcd_config_to_dict, tiny_bcd_config
 from fedcore.algorithms.bcd.runner import build_trainer, client_data
-from fedcore.runtime.config import DataConfig, ModelConfig
+from fedcore.config import DataConfig, ModelConfig
 
 
 def cfg(**kw) -> BCDConfig:

@@ -3,13 +3,30 @@ simulation's own client code and reach the same GAL; uploads carry only the GAL 
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+
 import pytest
 
 from fedcore.algorithms.fibecfed import FibecFedConfig, run_fibecfed
 from fedcore.algorithms.fibecfed.local import build_setup, layer_of
-from fedcore.algorithms.fibecfed.roles import run_roles_inprocess
-from fedcore.runtime.config import TransportConfig
-from fedcore.runtime.launch_fibecfed import run_fibecfed_processes
+from fedcore.algorithms.fibecfed.roles import FibecFedClient
+from fedcore.algorithms.fibecfed.spec import fibecfed_server
+from fedcore.algorithms.threads import serve_in_threads
+from fedcore.config import TransportConfig
+from fedcore.runtime import run_processes, run_threads
+
+
+def run_roles_inprocess(c: FibecFedConfig, *, client_cls: type = FibecFedClient):
+    """The registry's roles in threads, with client ``client_cls`` (a subclass injects faults)."""
+    model, start, train, evals, sizes = build_setup(c)
+
+    def client(k: int):
+        return lambda link: client_cls(link, copy.deepcopy(model), start, train[k], evals[k], sizes[k], c, index=k)
+
+    server = lambda link, peers: fibecfed_server(c, link, peers)  # noqa: E731
+    result, _, _ = serve_in_threads(server, [client(k) for k in range(c.clients)])
+    return result
 
 
 def config(**kw) -> FibecFedConfig:
@@ -26,7 +43,7 @@ def gal_bytes(c: FibecFedConfig, gal: list[int]) -> int:
 @pytest.mark.parametrize("method", ["fibecfed", "fedit"])
 def test_inprocess_roles_match_the_simulation_gal_and_upload_only_it(method):
     c = config(method=method)
-    roles = run_roles_inprocess(c)
+    roles = run_threads(c).result
     sim = run_fibecfed(c)
     assert roles.global_layers == sim.global_layers
     assert len(roles.global_layers) == (2 if method == "fibecfed" else 4)
@@ -36,14 +53,13 @@ def test_inprocess_roles_match_the_simulation_gal_and_upload_only_it(method):
 
 def test_real_client_processes_over_curve():
     c = config()
-    result = run_fibecfed_processes(c, TransportConfig(kind="zmq", curve=True, lease_s=30.0))
+    zmq = TransportConfig(kind="zmq", curve=True, lease_s=30.0)
+    result = run_processes(dataclasses.replace(c, transport=zmq)).result
     assert result.global_layers == run_fibecfed(c).global_layers
     assert result.uplink_bytes == [c.per_round * gal_bytes(c, result.global_layers)] * c.rounds
 
 
 def test_a_client_that_fails_leaves_the_run_and_the_rest_finish():
-    from fedcore.algorithms.fibecfed.roles import FibecFedClient
-
     class Failing(FibecFedClient):
         def train_round(self, t, global_state):
             if self.index == 0 and t == 1:

@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 
 from fedcore.algorithms.fibecfed import FibecFedConfig, run_fibecfed
+from fedcore.config import ModelConfig
 
-TINY = dict(clients=4, per_round=2, rounds=2, samples_per_client=10, eval_clients=2, layers=4, hidden=32, lora_r=4,
-            batch_size=16)  # fmt: skip
+TINY = dict(clients=4, per_round=2, rounds=2, samples_per_client=10, eval_clients=2,
+            model=ModelConfig(hidden_size=32, num_layers=4), lora_r=4, batch_size=16)  # fmt: skip
 
 
 def test_fibecfed_uploads_only_the_global_layers():

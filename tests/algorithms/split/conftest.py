@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from fedcore.transport import InProcessHub
 
+from fedcore.algorithms.split.config import config_from_dict
 from fedcore.algorithms.split.setup import build_split, server_parts
 from fedcore.data import CharTokenizer
-from fedcore.runtime.config import config_from_dict
 
 TINY = {
     "model": {"hidden_size": 32, "num_layers": 4},

@@ -8,7 +8,7 @@ import threading
 import torch
 
 from fedcore.algorithms.split.client_batch import ClientBatchServerRole
-from fedcore.algorithms.split.wire import state_tensors
+from fedcore.algorithms.split.wire import state_meta, state_tensors
 from fedcore.model import SplitState
 
 
@@ -51,7 +51,7 @@ def test_a_client_running_ahead_is_served_in_order(make_server):
     role, c0, c1 = make_server(ClientBatchServerRole)
     gen = torch.Generator().manual_seed(1)
     worker, out = _run(role)
-    meta = {"op": "fwd", "head_trains": True, "mbs": 2}
+    meta = state_meta(op="fwd", head_trains=True, mbs=2)
     c0.send(_h_a(gen, 2, 5), {**meta, "mb": 0, "loss_tokens": 8}, tag="h_A")
     c0.send(_h_a(gen, 1, 7), {**meta, "mb": 1, "loss_tokens": 8}, tag="h_A")
     c1.send(_h_a(gen, 3, 4), {**meta, "mb": 0, "loss_tokens": 4}, tag="h_A")
@@ -90,7 +90,7 @@ def test_a_client_breaking_the_protocol_is_dropped_and_the_step_goes_on(make_ser
     gen = torch.Generator().manual_seed(2)
     worker, out = _run(role)
     c1.send({"grad": torch.randn(2, 3, 32)}, {"op": "bwd", "loss": 1.0, "tokens": 6}, tag="dh_B")  # no h_A first
-    c0.send(_h_a(gen, 2, 5), {"op": "fwd", "head_trains": True}, tag="h_A")
+    c0.send(_h_a(gen, 2, 5), state_meta(op="fwd", head_trains=True), tag="h_A")
     dh_a = _answer_backward(c0, {"loss_tokens": 8})
     worker.join(10)
     assert not worker.is_alive() and "error" not in out, out.get("error")
@@ -103,8 +103,8 @@ def test_a_bad_micro_batch_count_drops_that_client(make_server):
     role, c0, c1 = make_server(ClientBatchServerRole)
     gen = torch.Generator().manual_seed(3)
     worker, out = _run(role)
-    c1.send(_h_a(gen, 2, 5), {"op": "fwd", "head_trains": True, "mb": 0, "mbs": 10**9, "loss_tokens": 3}, tag="h_A")
-    c0.send(_h_a(gen, 2, 5), {"op": "fwd", "head_trains": True, "mb": 0, "mbs": 1, "loss_tokens": 8}, tag="h_A")
+    c1.send(_h_a(gen, 2, 5), state_meta(op="fwd", head_trains=True, mb=0, mbs=10**9, loss_tokens=3), tag="h_A")
+    c0.send(_h_a(gen, 2, 5), state_meta(op="fwd", head_trains=True, mb=0, mbs=1, loss_tokens=8), tag="h_A")
     _answer_backward(c0, {"mb": 0, "last": True})
     worker.join(10)
     assert not worker.is_alive() and "error" not in out, out.get("error")
@@ -116,8 +116,8 @@ def test_a_malformed_h_a_or_dh_b_drops_that_client_and_the_step_goes_on(make_ser
     role, c0, c1 = make_server(ClientBatchServerRole)
     gen = torch.Generator().manual_seed(4)
     worker, out = _run(role)
-    c0.send(_h_a(gen, 2, 5), {"op": "fwd", "head_trains": True}, tag="h_A")
-    c1.send(_h_a(gen, 3, 4), {"op": "fwd", "head_trains": True}, tag="h_A")
+    c0.send(_h_a(gen, 2, 5), state_meta(op="fwd", head_trains=True), tag="h_A")
+    c1.send(_h_a(gen, 3, 4), state_meta(op="fwd", head_trains=True), tag="h_A")
     assert c1.recv(10).meta["op"] == "h_B"
     c1.send({"grad": torch.randn(3, 5, 32)}, {"op": "bwd", "loss": 1.0, "tokens": 9, "loss_tokens": 6}, tag="dh_B")
     dh_a = _answer_backward(c0, {"loss_tokens": 8})
@@ -128,6 +128,6 @@ def test_a_malformed_h_a_or_dh_b_drops_that_client_and_the_step_goes_on(make_ser
     assert dh_a.shape == (2, 5, 32) and torch.isfinite(dh_a).all()
 
     worker, out = _run(role)  # the next step: c1 is out; c0 alone, with a bad h_A from nobody else
-    c0.send({"hidden": torch.randn(2, 5)}, {"op": "fwd", "head_trains": True}, tag="h_A")  # not (B, T, H)
+    c0.send({"hidden": torch.randn(2, 5)}, state_meta(op="fwd", head_trains=True), tag="h_A")  # not (B, T, H)
     worker.join(10)
     assert isinstance(out.get("error"), RuntimeError) and "every client has dropped out" in str(out["error"])

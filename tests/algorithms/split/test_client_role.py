@@ -11,11 +11,11 @@ import torch
 from fedcore.transport import InProcessHub
 
 from fedcore.algorithms.split.client_role import SplitClientRole
+from fedcore.algorithms.split.config import config_from_dict
 from fedcore.algorithms.split.server_role import SplitServerRole
 from fedcore.algorithms.split.setup import build_client_data, build_split, client_parts, endless_batches, server_parts
 from fedcore.data import CharTokenizer
 from fedcore.lora import lora_parameters
-from fedcore.runtime.config import config_from_dict
 
 CONFIG = {
     "model": {"hidden_size": 32, "num_layers": 3},

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fedcore.algorithms.split import run_split_inprocess
+from fedcore.algorithms.split.config import config_from_dict
 from fedcore.algorithms.split.setup import build_split
 from fedcore.data import CharTokenizer
-from fedcore.runtime.config import config_from_dict
+from fedcore.runtime import run_threads
 
 SMALL = {
     "model": {"hidden_size": 32, "num_layers": 3},
@@ -26,7 +26,7 @@ def test_vocab_size_widens_the_embedding_and_the_head():
     tok = CharTokenizer()
     sm = build_split(config_from_dict({**SMALL, "model": {**SMALL["model"], "vocab_size": 1000}}), tok)
     assert sm.head.embed.weight.shape == (1000, 32)
-    assert run_split_inprocess(config_from_dict({**SMALL, "model": {**SMALL["model"], "vocab_size": 1000}})).steps
+    assert run_threads(config_from_dict({**SMALL, "model": {**SMALL["model"], "vocab_size": 1000}})).result.steps
     with pytest.raises(ValueError, match="below the tokenizer's"):
         build_split(config_from_dict({**SMALL, "model": {**SMALL["model"], "vocab_size": 10}}), tok)
 
@@ -37,10 +37,10 @@ def test_vocab_size_widens_the_embedding_and_the_head():
 )
 def test_a_cuda_run_matches_the_cpu_run(mode, micro_batches):
     split = {"mode": mode, "micro_batches": micro_batches}
-    on_cpu = run_split_inprocess(config_from_dict({**SMALL, "split": split}))
-    on_gpu = run_split_inprocess(
+    on_cpu = run_threads(config_from_dict({**SMALL, "split": split})).result
+    on_gpu = run_threads(
         config_from_dict({**SMALL, "split": split, "train": {**SMALL["train"], "device": "cuda"}})
-    )
+    ).result
     torch.testing.assert_close(
         torch.tensor([s.loss for s in on_gpu.steps]), torch.tensor([s.loss for s in on_cpu.steps]), rtol=1e-4, atol=1e-4
     )

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import torch
 
-from fedcore.algorithms.split import run_split_inprocess
+from fedcore.algorithms.split.config import config_from_dict
 from fedcore.algorithms.split.setup import build_client_data, build_split, client_parts, endless_batches, server_parts
 from fedcore.data import CharTokenizer
-from fedcore.runtime.config import config_from_dict
+from fedcore.runtime import run_threads
 
 
 def test_sequential_run_equals_centralized_training_for_20_steps():
@@ -24,7 +24,7 @@ def test_sequential_run_equals_centralized_training_for_20_steps():
             "transport": {"kind": "inprocess"},
         }
     )
-    split_losses = [s.loss for s in run_split_inprocess(config).steps]
+    split_losses = [s.loss for s in run_threads(config).result.steps]
 
     # centralized: the same modules built the same way, composed in one process, no messages
     tok = CharTokenizer()

@@ -10,11 +10,11 @@ import torch
 from fedcore.transport import InProcessHub
 
 from fedcore.algorithms.split.client_role import remote_body
+from fedcore.algorithms.split.config import config_from_dict
 from fedcore.algorithms.split.server_role import SplitServerRole
 from fedcore.algorithms.split.setup import build_split, client_parts, server_parts
 from fedcore.data import CharTokenizer
 from fedcore.model import GenerationTrace, generate_through, split_generate
-from fedcore.runtime.config import config_from_dict
 
 
 def test_remote_generation_equals_local_with_and_without_cache():

@@ -11,14 +11,14 @@ import torch
 from fedcore.transport import InProcessHub
 
 from fedcore.algorithms.split.client_batch import ClientBatchServerRole
+from fedcore.algorithms.split.config import config_from_dict
 from fedcore.algorithms.split.gather import gather_grads, gather_states, scatter
 from fedcore.algorithms.split.hierarchical import replicate
 from fedcore.algorithms.split.setup import build_split, client_parts, lr_schedule, server_parts
-from fedcore.algorithms.split.wire import state_from, state_tensors
+from fedcore.algorithms.split.wire import state_from, state_meta, state_tensors
 from fedcore.data import CharTokenizer
 from fedcore.lora import lora_parameters, lora_state
 from fedcore.model import SplitState
-from fedcore.runtime.config import config_from_dict
 
 CONFIG = {
     "model": {"hidden_size": 32, "num_layers": 4},
@@ -92,10 +92,11 @@ def test_client_batch_step_is_the_centralized_step_on_the_concatenated_batch():
     for link, c, b in zip(links, clients, batches, strict=True):
         h_a = c.head(b["input_ids"], b["attention_mask"])
         heads.append(h_a)
-        link.send({k: v for k, v in state_tensors(h_a).items()}, {"op": "fwd", "head_trains": True}, tag="h_A")
+        link.send({k: v for k, v in state_tensors(h_a).items()}, state_meta(op="fwd", head_trains=True), tag="h_A")
     received_dh = []
     for link, c, b in zip(links, clients, batches, strict=True):
-        tail_in = state_from(link.recv(10).tensors, needs_grad=True)
+        h_b = link.recv(10)
+        tail_in = state_from(h_b.tensors, h_b.meta, needs_grad=True)
         loss = c.tail(tail_in, labels=b["labels"]).loss
         loss.backward()
         meta = {"op": "bwd", "loss": float(loss.detach()), "tokens": int(b["attention_mask"].sum()),

@@ -6,10 +6,10 @@ import pytest
 import torch
 from fedcore.transport import InProcessHub
 
+from fedcore.algorithms.split.config import config_from_dict
 from fedcore.algorithms.split.noise import add_gaussian_noise
 from fedcore.algorithms.split.setup import build_client_data, build_split, client_parts, wire_codecs
 from fedcore.data import CharTokenizer
-from fedcore.runtime.config import config_from_dict
 
 
 def _h_a(config):

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fedcore.algorithms.split import run_split_inprocess
-from fedcore.runtime.config import config_from_dict
+from fedcore.algorithms.split.config import config_from_dict
+from fedcore.runtime import run_threads
 
 
 @pytest.mark.parametrize("mode", ["sequential", "client-batch", "server-hierarchical"])
@@ -21,8 +21,8 @@ def test_pipelined_steps_equal_unpipelined_steps(mode):
         "data": {"train_per_client": 48, "eval_per_client": 8},
         "transport": {"kind": "inprocess"},
     }
-    plain = run_split_inprocess(config_from_dict({**base, "split": {"mode": mode}}))
-    piped = run_split_inprocess(config_from_dict({**base, "split": {"mode": mode, "micro_batches": 3}}))
+    plain = run_threads(config_from_dict({**base, "split": {"mode": mode}})).result
+    piped = run_threads(config_from_dict({**base, "split": {"mode": mode, "micro_batches": 3}})).result
     assert len(piped.steps) == len(plain.steps) == 10
     torch.testing.assert_close(
         torch.tensor([s.loss for s in piped.steps]), torch.tensor([s.loss for s in plain.steps]), rtol=1e-5, atol=1e-5

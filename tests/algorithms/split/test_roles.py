@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from fedcore.algorithms.split import run_split_inprocess
-from fedcore.runtime.config import config_from_dict
-from fedcore.runtime.launch import run_split_processes
+from fedcore.algorithms.split.config import config_from_dict
+from fedcore.runtime import run_processes, run_threads
 
 SMALL = {
     "model": {"hidden_size": 32, "num_layers": 3},
@@ -23,8 +22,9 @@ SMALL = {
 def test_inprocess_and_processes_agree(tmp_path, mode, micro_batches):
     split = {"mode": mode, "avg_period": 2 if mode != "sequential" else 0, "micro_batches": micro_batches}
     config = config_from_dict({**SMALL, "split": split})
-    local = run_split_inprocess(config)
-    remote = run_split_processes(config, keys_dir=tmp_path / "keys")
+    local = run_threads(config).result
+    outcome = run_processes(config, keys_dir=tmp_path / "keys")
+    remote = outcome.result
     assert local.eval_start == remote.eval_start  # same seeds, same math: bit-identical losses
     assert local.eval_end == remote.eval_end
     assert [s.loss for s in local.steps] == [s.loss for s in remote.steps]
@@ -33,5 +33,5 @@ def test_inprocess_and_processes_agree(tmp_path, mode, micro_batches):
         # the socket path counts headers too: within a few hundred bytes per message of in-process
         assert remote.wire_messages[tag] == local.wire_messages[tag]
         assert 0 <= remote.wire_bytes[tag] - local.wire_bytes[tag] <= 1024 * remote.wire_messages[tag]
-    assert remote.extra["transport"] == "zmq+curve"
+    assert outcome.transport == "zmq+curve"
     assert sum(local.eval_end) < sum(local.eval_start)

@@ -13,7 +13,7 @@ from fedcore.transport.messages import Message
 
 from fedcore.algorithms.split.hierarchical import HierarchicalServerRole
 from fedcore.algorithms.split.server_role import SplitServerRole
-from fedcore.algorithms.split.wire import state_tensors
+from fedcore.algorithms.split.wire import state_meta, state_tensors
 from fedcore.model import SplitState
 
 
@@ -40,8 +40,8 @@ def _in_thread(fn):
 def test_a_malformed_h_a_drops_that_client_while_the_awaited_one_is_served(make_server):
     role, c0, c1 = make_server(SplitServerRole)
     worker, out = _in_thread(lambda: role._serve_until("c0", "done"))
-    c1.send(_h_a(2, 5, hidden=7), {"op": "fwd", "head_trains": True}, tag="h_A")  # the body takes hidden 32
-    c0.send(_h_a(2, 5), {"op": "fwd", "head_trains": True}, tag="h_A")
+    c1.send(_h_a(2, 5, hidden=7), state_meta(op="fwd", head_trains=True), tag="h_A")  # the body takes hidden 32
+    c0.send(_h_a(2, 5), state_meta(op="fwd", head_trains=True), tag="h_A")
     h_b = c0.recv(10)
     assert h_b.meta["op"] == "h_B"
     c0.send({"grad": torch.randn(2, 5, 32)}, {"op": "bwd", "loss": 1.0, "tokens": 10}, tag="dh_B")
@@ -58,7 +58,7 @@ def test_a_malformed_h_a_drops_that_client_while_the_awaited_one_is_served(make_
 def test_a_dh_b_of_the_wrong_shape_from_the_awaited_client_drops_it(make_server):
     role, c0, _ = make_server(SplitServerRole)
     worker, out = _in_thread(lambda: role._serve_until("c0", "done"))
-    c0.send(_h_a(2, 5), {"op": "fwd", "head_trains": True}, tag="h_A")
+    c0.send(_h_a(2, 5), state_meta(op="fwd", head_trains=True), tag="h_A")
     assert c0.recv(10).meta["op"] == "h_B"
     c0.send({"grad": torch.randn(2, 4, 32)}, {"op": "bwd", "loss": 1.0, "tokens": 10}, tag="dh_B")
     worker.join(10)
@@ -110,12 +110,14 @@ def test_a_hierarchical_replica_reports_a_bad_message_instead_of_failing(op, mak
     inbox: queue.Queue = queue.Queue()
     errors: list[BaseException] = []
     tensors = {"grad": torch.randn(2, 5, 32)} if op == "bwd" else _h_a(2, 5, hidden=9)
-    inbox.put(Message(peer="c0", kind="x", meta={"op": op}, tensors=tensors, session="c0", step=0, seq=1, nbytes=0))
+    meta = state_meta(op=op)
+    inbox.put(Message(peer="c0", kind="x", meta=meta, tensors=tensors, session="c0", step=0, seq=1, nbytes=0))
     inbox.put(None)
     role._worker("c0", inbox, errors)
     assert not errors
     peer, exc = role._misbehaved.popleft()
     assert peer == "c0" and "protocol" in str(exc)
+    assert ("without its h_A" if op == "bwd" else "(B, T, 32)") in str(exc)
 
 
 def test_a_non_finite_h_a_is_refused_before_it_reaches_the_body(make_server):
@@ -123,7 +125,7 @@ def test_a_non_finite_h_a_is_refused_before_it_reaches_the_body(make_server):
     worker, out = _in_thread(lambda: role._serve_until("c0", "eval_result"))
     poisoned = _h_a(2, 5)
     poisoned["hidden"][1, 2, 3] = float("nan")
-    c1.send(poisoned, {"op": "eval_fwd"}, tag="eval_h_A")
+    c1.send(poisoned, state_meta(op="eval_fwd"), tag="eval_h_A")
     c0.send({}, {"op": "eval_result", "loss": 2.0}, tag="control")
     worker.join(10)
     assert "error" not in out, out.get("error")

@@ -1,4 +1,4 @@
-"""TOML configs map onto the dataclasses; unknown keys and bad values are refused clearly."""
+"""Split TOML configs map onto the dataclasses; unknown keys and bad values are refused clearly."""
 
 from __future__ import annotations
 
@@ -6,7 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from fedcore.runtime.config import RunConfig, config_from_dict, config_to_dict, load_config
+from fedcore.algorithms.split.config import SplitRunConfig as RunConfig
+from fedcore.algorithms.split.config import config_from_dict
+from fedcore.algorithms.split.config import load_split_config as load_config
+from fedcore.config import config_to_dict
 
 
 def test_embedded_default_equals_dataclass_defaults():
@@ -65,7 +68,7 @@ def test_missing_and_invalid_files(tmp_path):
         load_config(bad)
 
 
-@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.toml")))
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[3] / "examples").glob("*.toml")))
 def test_every_example_config_loads(path):
     config = load_config(path)
     assert config.split.mode in ("sequential", "client-batch", "server-hierarchical")

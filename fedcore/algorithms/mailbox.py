@@ -1,4 +1,4 @@
-"""Receive by (op, round) from one link that several threads read.
+"""Receive by (op, round) from one link that several threads read (every method's roles).
 
 A ParaBlock client's computation thread waits for the next round's plan while its communication
 thread waits for an aggregate; the server waits for one round's uploads while a later round's
@@ -15,7 +15,7 @@ from typing import Any
 
 from fedcore.transport import Message, PeerTimeout, TransportError
 
-log = logging.getLogger("fedcore.bcd")
+log = logging.getLogger("fedcore.algorithms")
 
 
 class Mailbox:
@@ -61,12 +61,12 @@ class Mailbox:
                 except TransportError as exc:  # a peer sent something malformed: it was refused
                     if on_drop is None:
                         raise
-                    log.warning("bcd: ignored a refused transfer: %s", exc)
+                    log.warning("ignored a refused transfer: %s", exc)
                     continue
                 op = msg.meta.get("op")
                 if op in self.ignore or (self.keep is not None and op not in self.keep):
                     if op not in self.ignore:
-                        log.warning("bcd: ignored a message with op %r from %s", op, msg.peer)
+                        log.warning("ignored a message with op %r from %s", op, msg.peer)
                     msg.release()
                     continue
                 if match(msg):
@@ -74,7 +74,7 @@ class Mailbox:
                 self._kept.append(msg)
                 if self.max_kept and len(self._kept) > self.max_kept:  # bounded: the oldest goes
                     old = self._kept.pop(0)
-                    log.warning("bcd: dropped an unclaimed %r message from %s", old.meta.get("op"), old.peer)
+                    log.warning("dropped an unclaimed %r message from %s", old.meta.get("op"), old.peer)
                     old.release()
 
     def discard(self, match: Callable[[Message], bool]) -> int:

@@ -1,0 +1,192 @@
+"""Split learning as a registered algorithm (``algorithm = "split"``, the default of ``fedcore run``):
+the server role of ``split.mode`` and one client role per process, both built from the config."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from fedcore.accounting import merge_counts
+from fedcore.data import CharTokenizer
+
+from ..registry import AlgorithmSpec, Progress, ProgressEvent, ReportTable, RunReport, register_algorithm
+from .client_role import SplitClientRole
+from .config import SplitRunConfig
+from .modes import make_server_role
+from .server_role import StepReport
+from .setup import build_client_data, build_split, client_parts, endless_batches, wire_codecs
+
+DIRECTIONS = (
+    ("h_A", "client -> server"),
+    ("h_B", "server -> client"),
+    ("dh_B", "client -> server"),
+    ("dh_A", "server -> client"),
+    ("eval_h_A", "client -> server"),
+    ("eval_h_B", "server -> client"),
+    ("lora_up", "client -> server"),
+    ("lora_down", "server -> client"),
+    ("control", "both ways"),
+    ("ack", "both ways"),
+)
+
+
+@dataclass
+class SplitRunResult:
+    """What a run measured: eval losses, per-step reports, bytes per message tag, timings.
+    ``extra``: skills per client, ``dropped`` (client index -> why), ``rejoined`` (index -> round)."""
+
+    eval_start: list[float]
+    eval_end: list[float]
+    steps: list[StepReport]
+    wire_bytes: dict[str, int]
+    wire_messages: dict[str, int]
+    wall_seconds: float
+    client_sizes: list[int]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tokens(self) -> int:
+        return sum(s.tokens for s in self.steps)
+
+    @property
+    def train_seconds(self) -> float:
+        return sum(s.seconds for s in self.steps)
+
+    def tokens_per_second(self, client: int | None = None) -> float:
+        recs = [s for s in self.steps if client is None or s.client == client]
+        secs = sum(s.seconds for s in recs)
+        return sum(s.tokens for s in recs) / secs if secs > 0 else 0.0
+
+
+class SplitServer:
+    """The server role of ``config.split.mode`` over ``link`` for ``peers``, run to the end."""
+
+    def __init__(self, config: SplitRunConfig, link: Any, peers: list[str], on_progress: Progress | None = None):
+        self.t0 = time.perf_counter()
+        self.config, self.link, self.peers = config, link, peers
+        tokenizer = CharTokenizer()
+        self.data = build_client_data(config, tokenizer)
+        rounds = config.train.rounds
+
+        def on_step(rec: StepReport) -> None:  # called by the server as each step completes
+            if on_progress is not None:
+                on_progress(ProgressEvent(1, rec.loss, f"round {rec.round + 1}/{rounds} client {rec.client}", rec))
+
+        sizes = [len(d.train) for d in self.data]
+        self.role = make_server_role(config, link, build_split(config, tokenizer), peers, sizes, on_step=on_step)
+
+    def run(self) -> SplitRunResult:
+        tc = self.config.train
+        result = self.role.run(rounds=tc.rounds, local_steps=tc.local_steps, avg_period=self.config.split.avg_period)
+        stats = self.link.stats()
+        return SplitRunResult(
+            eval_start=result.eval_start,
+            eval_end=result.eval_end,
+            steps=result.reports,
+            wire_bytes=merge_counts(stats["received"], stats["sent"]),
+            wire_messages=merge_counts(stats["received_messages"], stats["sent_messages"]),
+            wall_seconds=time.perf_counter() - self.t0,
+            client_sizes=[len(d.train) for d in self.data],
+            extra={
+                "skills": [d.skills for d in self.data],
+                "dropped": {self.peers.index(p): why for p, why in self.role.dropped.items()},
+                "rejoined": {self.peers.index(p): rnd for p, rnd in self.role.rejoined.items()},
+                "train_seconds": result.train_seconds,
+            },
+        )
+
+
+def split_client(config: SplitRunConfig, link: Any, index: int) -> SplitClientRole:
+    """Client ``index``'s role: its data shard, its head and tail with LoRA, its codecs."""
+    tokenizer = CharTokenizer()
+    data = build_client_data(config, tokenizer)[index]
+    codecs, noise_std = wire_codecs(config, index)
+    return SplitClientRole(
+        link,
+        client_parts(config, build_split(config, tokenizer), index),
+        endless_batches(data, config, index, tokenizer.pad_id),
+        data.eval_batches,
+        noise_std=noise_std,
+        noise_relative=config.noise.relative,
+        codecs=codecs,
+        micro_batches=config.split.micro_batches,
+    )
+
+
+def describe(config: SplitRunConfig) -> str:
+    m, s, tc, c = config.model, config.split, config.train, config.codecs
+    return (
+        f"split fine-tuning: tiny {m.family} ({m.num_layers} layers, head {s.blocks_a} / body "
+        f"{m.num_layers - s.blocks_a - s.blocks_c} / tail {s.blocks_c}), {tc.clients} clients, mode {s.mode}, "
+        f"noise std {config.noise.std}{' x mean|h_A|' if config.noise.relative else ''}, codecs "
+        f"h_A {c.h_A} / h_B {c.h_B} / dh_B {c.dh_B} / dh_A {c.dh_A}"
+    )
+
+
+def report(config: SplitRunConfig, result: SplitRunResult, wire: dict[str, Any]) -> RunReport:
+    """Per client: held-out loss at start and end (``losses``: the end ones), tokens/s; bytes per
+    tensor kind and direction."""
+    rows = [
+        [
+            str(k),
+            str(result.client_sizes[k]),
+            f"{start:.3f}",
+            f"{end:.3f}",
+            f"{(end - start) / start:+.0%}",
+            f"{result.tokens_per_second(k):,.0f}",
+        ]
+        for k, (start, end) in enumerate(zip(result.eval_start, result.eval_end, strict=True))
+    ]
+    wire_rows = [
+        [kind, direction, f"{result.wire_bytes.get(kind, 0) / 2**20:,.2f}", str(result.wire_messages.get(kind, 0))]
+        for kind, direction in DIRECTIONS
+    ]
+    records: list[tuple[str, dict[str, Any]]] = [("step", asdict(rec)) for rec in result.steps]
+    for k, (start, end) in enumerate(zip(result.eval_start, result.eval_end, strict=True)):
+        records += [
+            ("eval", {"client": k, "when": "start", "loss": start}),
+            ("eval", {"client": k, "when": "end", "loss": end}),
+        ]
+    return RunReport(
+        losses=list(result.eval_end),
+        tables=[
+            ReportTable(
+                "split fine-tuning summary (eval loss on each client's held-out data)",
+                ["client", "examples", "loss start", "loss end", "change", "tokens/s"],
+                rows,
+            ),
+            ReportTable(
+                "bytes across the split (counted at the server)", ["tensor", "direction", "MiB", "messages"], wire_rows
+            ),
+        ],
+        records=records,
+        curve=[(float(i), rec.loss) for i, rec in enumerate(result.steps)],
+        x_label="client step (in order of completion)",
+        summary={
+            "eval_loss_start": result.eval_start,
+            "eval_loss_end": result.eval_end,
+            "tokens": result.tokens,
+            "train_seconds": result.train_seconds,
+            "tokens_per_second": result.tokens_per_second(),
+            "wire_bytes": result.wire_bytes,
+            "wire_messages": result.wire_messages,
+            "wall_seconds": result.wall_seconds,
+            "client_train_examples": result.client_sizes,
+            "dropped": {str(k): v for k, v in result.extra.get("dropped", {}).items()},
+            "rejoined": {str(k): v for k, v in result.extra.get("rejoined", {}).items()},
+        },
+    )
+
+
+SPEC = register_algorithm(
+    AlgorithmSpec(
+        name="split",
+        config_class=SplitRunConfig,
+        server=SplitServer,
+        client=split_client,
+        report=report,
+        total=lambda c: c.train.rounds * c.train.clients * c.train.local_steps,
+        describe=describe,
+    )
+)

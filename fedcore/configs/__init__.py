@@ -1,1 +1,0 @@
-"""Packaged TOML configs: ``default.toml`` is what ``fedcore run`` runs without an argument."""

@@ -1,0 +1,119 @@
+"""The one job: ``fedcore run [X.toml]`` for every registered method, with a progress bar, summary
+tables, ``metrics.jsonl`` and plots.
+
+A TOML's top-level ``algorithm = "..."`` picks the method (no key: the split default); its other
+tables are that method's config. Writes ``<output.dir>/<timestamp>/metrics.jsonl`` (config, the
+method's records, summary) and ``loss.png`` (plus the method's own plots).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from fedcore.algorithms import ProgressEvent, RunReport, algorithm_of, get_algorithm
+from fedcore.algorithms.split.config import DEFAULT_CONFIG, default_config_text
+from fedcore.config import parse_toml, read_toml
+
+from .metrics import MetricsWriter, plot_curve, plot_loss, read_metrics
+from .runner import RunOutcome, run
+
+
+def load_job_config(path: str | Path | None = None) -> Any:
+    """The config of a job file (``None``: the embedded split default): ``algorithm`` picks the
+    registered method, the rest is its config; ``ValueError`` with what to write instead."""
+    data = parse_toml(default_config_text(), DEFAULT_CONFIG) if path is None else read_toml(path)
+    if "method" in data and "algorithm" not in data:
+        raise ValueError(f"top-level key 'method' is gone: write algorithm = {data['method']!r} instead")
+    name = data.get("algorithm", "split")
+    if not isinstance(name, str):
+        raise ValueError(f"algorithm must be a string, got {name!r}")
+    return get_algorithm(name).config_from_dict(data)
+
+
+def loss_progress(console: Console) -> Progress:
+    """A progress bar with the latest loss (a task's ``loss`` field) and the elapsed time."""
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.3f}"),
+        TimeElapsedColumn(),
+    )
+    return Progress(*columns, console=console, transient=False)
+
+
+def new_run_dir(base: str | Path) -> Path:
+    """``base/<UTC timestamp>``, made unique with a suffix if two runs start in the same second."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
+    path = Path(base) / stamp
+    n = 1
+    while path.exists():
+        path = Path(base) / f"{stamp}-{n}"
+        n += 1
+    path.mkdir(parents=True)
+    return path
+
+
+def run_job(config: Any, *, console: Console | None = None, run_dir: Path | None = None) -> Path:
+    """Run ``config`` (any registered method's) with progress and summary; returns the run directory."""
+    console = console or Console()
+    spec = algorithm_of(config)
+    run_dir = run_dir or new_run_dir(config.output.dir)
+    console.print(f"[bold]fedcore[/] {spec.describe(config)}; transport {config.transport.kind}")
+    with loss_progress(console) as progress:
+        task = progress.add_task("training", total=spec.total(config) or None, loss=float("nan"))
+
+        def on_progress(event: ProgressEvent) -> None:  # from the server role's thread
+            progress.update(task, advance=event.advance, loss=event.loss, description=event.label)
+
+        outcome = run(config, on_progress=on_progress, keys_dir=run_dir / "keys")
+    write_outputs(config, outcome, run_dir, console)
+    return run_dir
+
+
+def write_outputs(config: Any, outcome: RunOutcome, run_dir: Path, console: Console) -> None:
+    """``metrics.jsonl``, the plots and the summary tables of a finished run."""
+    report = outcome.report
+    spec = get_algorithm(outcome.algorithm)
+    with MetricsWriter(run_dir / "metrics.jsonl") as writer:
+        writer.write("config", algorithm=outcome.algorithm, config=spec.config_to_dict(config))
+        for kind, fields in report.records:
+            writer.write(kind, **fields)
+        writer.write("summary", **{"wall_seconds": outcome.wall_seconds, **report.summary, "losses": report.losses})
+    plots: list[Path] = []
+    if config.output.plot:
+        plots.append(_plot(outcome, run_dir))
+        if report.plots is not None:
+            plots += report.plots(run_dir)
+    for table in tables(report):
+        console.print(table)
+    console.print(f"wrote {run_dir / 'metrics.jsonl'}" + "".join(f", {p}" for p in plots))
+
+
+def tables(report: RunReport) -> list[Table]:
+    """The report's tables as rich tables."""
+    out = []
+    for t in report.tables:
+        table = Table(title=t.title)
+        for col in t.columns:
+            table.add_column(col, justify="right")
+        for row in t.rows:
+            table.add_row(*row)
+        out.append(table)
+    return out
+
+
+def _plot(outcome: RunOutcome, run_dir: Path) -> Path:
+    path = run_dir / "loss.png"
+    records = read_metrics(run_dir / "metrics.jsonl")
+    if any(r["type"] == "step" and "client" in r for r in records):  # per-client step losses (split)
+        plot_loss(records, path)
+    else:
+        plot_curve(outcome.report.curve, path, x_label=outcome.report.x_label, title=outcome.algorithm)
+    return path

@@ -1,0 +1,99 @@
+"""``fedcore serve X.toml`` (only the server, for clients on other hosts) and ``fedcore join X.toml``
+(exactly one client). Same config file on every host; the server admits the client keys in an
+allow-list directory (``fedcore keys allow``), each client proves its key and names its shard
+with ``--index``."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from fedcore.algorithms import ProgressEvent, algorithm_of
+from fedcore.transport import Server, load_keypair, save_keypair
+
+from .child import run_client
+from .job import loss_progress, new_run_dir, write_outputs
+from .processes import await_hellos, transport_options
+from .runner import _outcome
+
+
+def serve(
+    config: Any,
+    *,
+    bind: str | None = None,
+    allow_dir: str | None = None,
+    server_key: str | None = None,
+    hello_timeout_s: float = 600.0,
+    console: Console | None = None,
+    run_dir: Path | None = None,
+) -> Path:
+    """Bind at ``bind`` (default ``transport.bind``), print the address and the server's public key
+    file, wait for the config's ``num_clients`` clients, run the method's server, write the run's
+    outputs; returns the run directory. ``server_key``: a ``.key_secret`` file (default: a keypair
+    made in ``<run_dir>/keys``); ``allow_dir``: the client keys admitted (CURVE needs it)."""
+    console = console or Console()
+    spec = algorithm_of(config)
+    if bind is not None:
+        config = dataclasses.replace(config, transport=dataclasses.replace(config.transport, bind=bind))
+    t = config.transport
+    run_dir = run_dir or new_run_dir(config.output.dir)
+    options = transport_options(t)
+    if not t.curve:
+        server = Server(t.bind, plaintext=True, options=options)
+        public = None
+    else:
+        if allow_dir is None or not Path(allow_dir).is_dir():
+            raise ValueError(
+                f"--allow must be a directory of client keys (fedcore keys allow DIR NAME.key), got {allow_dir!r}"
+            )
+        if server_key is None:
+            public, secret = save_keypair(run_dir / "keys", "server")
+        else:
+            secret = Path(server_key)
+            public = secret.with_suffix(".key")
+        server = Server(t.bind, keys=load_keypair(secret), allow=str(allow_dir), options=options)
+    try:
+        console.print(f"[bold]fedcore serve[/] {spec.describe(config)}")
+        console.print(
+            f"listening at {server.address}" + (f"; server public key {public}" if public else " (plaintext)")
+        )
+        console.print(
+            f"waiting for {config.num_clients} clients (fedcore join ... --index 0..{config.num_clients - 1})"
+        )
+        peers = await_hellos(server, config.num_clients, timeout=hello_timeout_s, say=console.print)
+        with loss_progress(console) as progress:
+            task = progress.add_task("training", total=spec.total(config) or None, loss=float("nan"))
+
+            def on_progress(event: ProgressEvent) -> None:
+                progress.update(task, advance=event.advance, loss=event.loss, description=event.label)
+
+            t0 = time.perf_counter()
+            result = spec.server(config, server, peers, on_progress).run()
+        outcome = _outcome(spec, config, result, server.stats(), "zmq+curve" if t.curve else "zmq", t0)
+    finally:
+        server.close()
+    write_outputs(config, outcome, run_dir, console)
+    return run_dir
+
+
+def join(config: Any, *, server: str, server_key: str | None, key: str | None, index: int) -> int:
+    """Run client ``index`` of ``config`` against ``server`` (``tcp://HOST:PORT``); ``key``: this
+    client's keypair, ``NAME`` or ``NAME.key_secret`` (``fedcore keys new NAME``); ``server_key``:
+    the server's public ``.key`` file. Returns the process exit code."""
+    spec = algorithm_of(config)
+    if not 0 <= index < config.num_clients:
+        raise ValueError(f"--index must be in [0, {config.num_clients - 1}] for this config, got {index}")
+    key_file = server_key_file = None
+    if config.transport.curve:
+        if key is None or server_key is None:
+            raise ValueError("a CURVE run needs --key NAME (this client's keypair) and --server-key FILE")
+        key_file = key if key.endswith(".key_secret") else f"{key}.key_secret"
+        for path, what in ((key_file, "--key"), (server_key, "--server-key")):
+            if not Path(path).is_file():
+                raise ValueError(f"{what}: {path!r} does not exist (make keys with 'fedcore keys new NAME')")
+        server_key_file = server_key
+    return run_client(spec.config_to_dict(config), index, server, key_file, server_key_file)
