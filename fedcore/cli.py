@@ -2,7 +2,9 @@
 
 ``run [X.toml]``: the job of any registered method (``algorithm = "..."`` at the top of the file;
 none: the embedded split default), server and clients started here. ``serve`` / ``join``: the same
-run across hosts, the server on one and each client on its own.
+run across hosts, the server on one and each client on its own. ``run --resume RUN_DIR`` and
+``serve --resume RUN_DIR``: go on after the last complete round of an interrupted run (its config
+is the run directory's ``config.json``).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from pathlib import Path
 
 from fedcore import __version__
 
@@ -21,13 +24,15 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a job here; with no config, the embedded default split fine-tuning")
     run.add_argument("config", nargs="?", help="TOML config; a top-level algorithm = '...' picks the method")
     run.add_argument("--out", help="output directory (overrides [output] dir)")
+    run.add_argument("--resume", metavar="RUN_DIR", help="go on from RUN_DIR's checkpoint (no config argument)")
     serve = sub.add_parser("serve", help="run only the server of a job; clients join from other hosts")
-    serve.add_argument("config", help="TOML config (the same file every client joins with)")
+    serve.add_argument("config", nargs="?", help="TOML config (the same file every client joins with)")
     serve.add_argument("--bind", help="address to listen at, e.g. tcp://0.0.0.0:5555 (overrides [transport] bind)")
     serve.add_argument("--allow", help="allow-list directory of client public keys (fedcore keys allow)")
     serve.add_argument("--key", help="the server's NAME.key_secret (default: a new keypair in the run directory)")
     serve.add_argument("--wait-s", type=float, default=600.0, help="how long to wait for every client (s)")
     serve.add_argument("--out", help="output directory (overrides [output] dir)")
+    serve.add_argument("--resume", metavar="RUN_DIR", help="go on from RUN_DIR's checkpoint (no config argument)")
     join = sub.add_parser("join", help="run exactly one client of a job against a server")
     join.add_argument("config", help="TOML config (the server's)")
     join.add_argument("--server", required=True, help="the server's address, tcp://HOST:PORT")
@@ -54,17 +59,35 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "keys":
         return _keys(args)
-    from fedcore.runtime import load_job_config, run_job
+    from fedcore.runtime import load_job_config, resume_point, run_job
     from fedcore.runtime.serve import join, serve
 
     try:
-        config = load_job_config(args.config)  # None: the embedded default (fedcore/config/default.toml)
+        resume_dir = getattr(args, "resume", None)
+        if resume_dir is not None:
+            if args.config is not None or args.out is not None:
+                raise ValueError(f"--resume takes the config and directory of {resume_dir}; drop the config and --out")
+            config, ckpt = resume_point(resume_dir)
+            run_dir, resume = Path(resume_dir), ckpt
+        elif args.command == "serve" and args.config is None:
+            raise ValueError("give a TOML config (or --resume RUN_DIR)")
+        else:
+            config = load_job_config(args.config)  # None: the embedded default (fedcore/config/default.toml)
+            run_dir, resume = None, None
         if getattr(args, "out", None):
             config = dataclasses.replace(config, output=dataclasses.replace(config.output, dir=args.out))
         if args.command == "run":
-            run_job(config)
+            run_job(config, run_dir=run_dir, resume=resume)
         elif args.command == "serve":
-            serve(config, bind=args.bind, allow_dir=args.allow, server_key=args.key, hello_timeout_s=args.wait_s)
+            serve(
+                config,
+                bind=args.bind,
+                allow_dir=args.allow,
+                server_key=args.key,
+                hello_timeout_s=args.wait_s,
+                run_dir=run_dir,
+                resume=resume,
+            )
         else:
             return join(config, server=args.server, server_key=args.server_key, key=args.key, index=args.index)
     except ValueError as err:

@@ -83,6 +83,8 @@ class Endpoint(ABC):
         self._inbox_lock = threading.Lock()
         self.buffers = BufferPool(pinned=self.options.use_pinned)
         self._sending: list[Outgoing] = []  # fully queued, waiting for libzmq to release frames
+        self._unconfirmed: list[tuple[str | None, SendHandle]] = []  # (peer, handle) for flush()
+        self._unconfirmed_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -132,9 +134,27 @@ class Endpoint(ABC):
             chunk_bytes=self.options.chunk_bytes,
             max_bytes=self.options.max_transfer_bytes,
         )
+        with self._unconfirmed_lock:
+            if len(self._unconfirmed) >= 256:
+                self._unconfirmed = [(p, h) for p, h in self._unconfirmed if not h.acked.is_set()]
+            self._unconfirmed.append((peer, out.handle))
         self._commands.put(("send", peer, out))
         self._wake()
         return out.handle
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait up to ``timeout`` s until every transfer queued so far to a peer still in the run
+        was acknowledged (or failed); True when none is left. Call it before ``close``, which
+        drops unsent data (LINGER 0): a run's last messages, its stop orders, then arrive."""
+        deadline = time.monotonic() + timeout
+        with self._unconfirmed_lock:
+            pending, self._unconfirmed = self._unconfirmed, []
+        for peer, handle in pending:
+            if peer is not None and peer not in self._peers:
+                continue  # a peer that left cannot acknowledge
+            if not handle.acked.wait(max(0.0, deadline - time.monotonic())):
+                return False
+        return True
 
     def recv(self, timeout: float | None = None) -> Message:
         """The next completed transfer. Raises ``PeerTimeout`` (a peer's lease ran out, or nothing

@@ -112,7 +112,9 @@ class AlgorithmSpec:
     role; ``report(config, result, wire)`` summarises the server role's result (``wire``: the
     server link's byte counts); ``total(config)`` is the progress bar's length in the units
     ``on_progress`` advances; ``describe(config)`` one line for the start of a run; ``fixed``
-    holds config fields the name implies (FedBCD and ParaBlock share BCDConfig: ``method``)."""
+    holds config fields the name implies (FedBCD and ParaBlock share BCDConfig: ``method``).
+    ``resumable``: the server role follows ``Checkpoint``'s resume protocol and ``total`` counts
+    rounds (``fedcore run --resume`` and ``fedcore serve --resume`` accept the method)."""
 
     name: str
     config_class: type
@@ -122,6 +124,7 @@ class AlgorithmSpec:
     total: Callable[[Any], int] = lambda config: 0
     describe: Callable[[Any], str] = lambda config: ""
     fixed: dict[str, Any] = field(default_factory=dict)
+    resumable: bool = False
 
     def config_from_dict(self, data: dict[str, Any]) -> Any:
         """The config of a TOML file's tables (``algorithm`` names this spec)."""

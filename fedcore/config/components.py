@@ -145,7 +145,9 @@ class TransportConfig:
 
 @dataclass(kw_only=True)
 class OutputConfig:
-    """Where a run writes ``<dir>/<timestamp>/metrics.jsonl``, its plots and its checkpoints."""
+    """Where a run writes ``<dir>/<timestamp>/metrics.jsonl``, its plots and its checkpoints.
+    ``checkpoint``: a resumable method's server writes ``checkpoint/`` after every round."""
 
     dir: str = "runs"
     plot: bool = True
+    checkpoint: bool = True

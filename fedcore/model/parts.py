@@ -189,7 +189,8 @@ class SplitTail(_LayerRun):
         loss = None
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=logits.shape[-1])
-        return CausalLMOutputWithPast(loss=loss, logits=logits, **{_OUTPUT_CACHE_FIELD: cache})
+        # the cache field's name depends on the transformers version (_OUTPUT_CACHE_FIELD)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, **{_OUTPUT_CACHE_FIELD: cache})  # type: ignore[arg-type]
 
 
 @dataclass

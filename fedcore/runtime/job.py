@@ -3,12 +3,16 @@ tables, ``metrics.jsonl`` and plots.
 
 A TOML's top-level ``algorithm = "..."`` picks the method (no key: the split default); its other
 tables are that method's config. Writes ``<output.dir>/<timestamp>/metrics.jsonl`` (config, the
-method's records, summary) and ``loss.png`` (plus the method's own plots).
+method's records, summary) and ``loss.png`` (plus the method's own plots). At its start a run
+writes ``config.json`` (the config, as ``spec.config_to_dict``), and a resumable method's server
+``checkpoint/`` after every round: ``fedcore run --resume RUN_DIR`` reads both (``resume_point``)
+and goes on in the same directory.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +20,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fedcore.algorithms import ProgressEvent, RunReport, algorithm_of, get_algorithm
+from fedcore.algorithms import ProgressEvent, RunReport, algorithm_of, algorithms, get_algorithm
+from fedcore.algorithms.registry import Checkpoint
 from fedcore.algorithms.split.config import DEFAULT_CONFIG, default_config_text
 from fedcore.config import parse_toml, read_toml
 
+from .checkpoint import load_checkpoint
 from .metrics import MetricsWriter, plot_curve, plot_loss, read_metrics
 from .runner import RunOutcome, run
 
@@ -34,6 +40,40 @@ def load_job_config(path: str | Path | None = None) -> Any:
     if not isinstance(name, str):
         raise ValueError(f"algorithm must be a string, got {name!r}")
     return get_algorithm(name).config_from_dict(data)
+
+
+CONFIG_FILE = "config.json"
+
+
+def write_run_config(config: Any, run_dir: Path) -> Path:
+    """``<run_dir>/config.json``: the config a resume of this run reads back."""
+    path = Path(run_dir) / CONFIG_FILE
+    path.write_text(json.dumps(algorithm_of(config).config_to_dict(config), indent=1) + "\n", encoding="utf-8")
+    return path
+
+
+def resume_point(run_dir: str | Path) -> tuple[Any, Checkpoint]:
+    """The config and last checkpoint of an interrupted run in ``run_dir``; ``ValueError`` (one
+    line) when its method is not resumable, the files are missing or damaged, or the run finished
+    (wrote ``metrics.jsonl``). A checkpoint after the last round resumes into the final
+    evaluation and the outputs."""
+    run_dir = Path(run_dir)
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        raise ValueError(f"{path} is missing: is {run_dir} the directory of a fedcore run?")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path} is not valid JSON: {' '.join(str(exc).split())}") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("algorithm"), str):
+        raise ValueError(f"{path} must be a JSON object with a string 'algorithm'")
+    spec = get_algorithm(data["algorithm"])
+    if not spec.resumable:
+        can = [n for n in algorithms() if get_algorithm(n).resumable]
+        raise ValueError(f"algorithm {spec.name!r} does not support resume yet (resumable: {', '.join(can)})")
+    if (run_dir / "metrics.jsonl").exists():
+        raise ValueError(f"{run_dir} finished (it has metrics.jsonl); nothing to resume")
+    return spec.config_from_dict(data), load_checkpoint(run_dir)
 
 
 def loss_progress(console: Console) -> Progress:
@@ -60,19 +100,30 @@ def new_run_dir(base: str | Path) -> Path:
     return path
 
 
-def run_job(config: Any, *, console: Console | None = None, run_dir: Path | None = None) -> Path:
-    """Run ``config`` (any registered method's) with progress and summary; returns the run directory."""
+def run_job(
+    config: Any,
+    *,
+    console: Console | None = None,
+    run_dir: Path | None = None,
+    resume: Checkpoint | None = None,
+) -> Path:
+    """Run ``config`` (any registered method's) with progress and summary; returns the run
+    directory. ``resume``: go on from that checkpoint of ``run_dir`` (see ``resume_point``)."""
     console = console or Console()
     spec = algorithm_of(config)
     run_dir = run_dir or new_run_dir(config.output.dir)
+    write_run_config(config, run_dir)
     console.print(f"[bold]fedcore[/] {spec.describe(config)}; transport {config.transport.kind}")
+    if resume is not None:
+        console.print(f"resuming {run_dir} after round {resume.round}")
     with loss_progress(console) as progress:
-        task = progress.add_task("training", total=spec.total(config) or None, loss=float("nan"))
+        done = resume.round if resume is not None else 0  # a resumable method's total counts rounds
+        task = progress.add_task("training", total=spec.total(config) or None, completed=done, loss=float("nan"))
 
         def on_progress(event: ProgressEvent) -> None:  # from the server role's thread
             progress.update(task, advance=event.advance, loss=event.loss, description=event.label)
 
-        outcome = run(config, on_progress=on_progress, keys_dir=run_dir / "keys")
+        outcome = run(config, on_progress=on_progress, keys_dir=run_dir / "keys", run_dir=run_dir, resume=resume)
     write_outputs(config, outcome, run_dir, console)
     return run_dir
 

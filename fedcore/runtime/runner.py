@@ -1,6 +1,10 @@
 """The two runners of every registered method: threads of this process (``run_threads``) and a
 server here with one spawned process per client over CURVE on loopback (``run_processes``). Both
-build the roles through the registry, so the same config gives the same numbers on either."""
+build the roles through the registry, so the same config gives the same numbers on either.
+
+Checkpoints: given a ``run_dir`` (and ``output.checkpoint`` on), the runners save every
+``ProgressEvent.checkpoint`` the server role emits to ``<run_dir>/checkpoint/`` before passing the
+event on; given ``resume`` (a loaded ``Checkpoint``), they restore the server role from it first."""
 
 from __future__ import annotations
 
@@ -12,10 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedcore.algorithms import AlgorithmSpec, RunReport, algorithm_of
-from fedcore.algorithms.registry import Progress
+from fedcore.algorithms import AlgorithmSpec, ProgressEvent, RunReport, algorithm_of
+from fedcore.algorithms.registry import Checkpoint, Progress, Role
 from fedcore.algorithms.threads import serve_in_threads
 
+from .checkpoint import save_checkpoint
 from .processes import await_hellos, kill_leftovers, open_server, spawn_client
 
 
@@ -33,22 +38,67 @@ class RunOutcome:
     client_errors: list[BaseException] = field(default_factory=list)
 
 
-def run(config: Any, *, on_progress: Progress | None = None, keys_dir: Path | None = None) -> RunOutcome:
+def run(
+    config: Any,
+    *,
+    on_progress: Progress | None = None,
+    keys_dir: Path | None = None,
+    run_dir: Path | None = None,
+    resume: Checkpoint | None = None,
+) -> RunOutcome:
     """Run ``config`` as its ``transport.kind`` says: ``zmq`` -> processes, ``inprocess`` -> threads."""
     if config.transport.kind == "zmq":
-        return run_processes(config, on_progress=on_progress, keys_dir=keys_dir)
-    return run_threads(config, on_progress=on_progress)
+        return run_processes(config, on_progress=on_progress, keys_dir=keys_dir, run_dir=run_dir, resume=resume)
+    return run_threads(config, on_progress=on_progress, run_dir=run_dir, resume=resume)
 
 
-def run_threads(config: Any, *, on_progress: Progress | None = None) -> RunOutcome:
+def run_threads(
+    config: Any,
+    *,
+    on_progress: Progress | None = None,
+    run_dir: Path | None = None,
+    resume: Checkpoint | None = None,
+) -> RunOutcome:
     """The server role here and each client role in a thread, over an ``InProcessHub``."""
     spec = algorithm_of(config)
     t0 = time.perf_counter()
     result, wire, errors = serve_in_threads(
-        lambda link, peers: spec.server(config, link, peers, on_progress),
+        lambda link, peers: server_role(spec, config, link, peers, on_progress, run_dir=run_dir, resume=resume),
         [_client_of(spec, config, i) for i in range(config.num_clients)],
     )
     return _outcome(spec, config, result, wire, "inprocess", t0, errors)
+
+
+def server_role(
+    spec: AlgorithmSpec,
+    config: Any,
+    link: Any,
+    peers: list[str],
+    on_progress: Progress | None,
+    *,
+    run_dir: Path | None = None,
+    resume: Checkpoint | None = None,
+) -> Role:
+    """``spec``'s server role, saving its checkpoints in ``run_dir`` (when given and
+    ``output.checkpoint`` is on) and restored from ``resume`` (``ValueError`` if ``spec`` is not
+    resumable or the checkpoint does not fit)."""
+    progress = on_progress
+    if run_dir is not None and config.output.checkpoint and spec.resumable:
+        where = Path(run_dir)
+
+        def progress(event: ProgressEvent) -> None:
+            if event.checkpoint is not None:
+                save_checkpoint(where, event.checkpoint)
+            if on_progress is not None:
+                on_progress(event)
+
+    role = spec.server(config, link, peers, progress)
+    if resume is not None:
+        restore = getattr(role, "restore", None)
+        if not spec.resumable or restore is None:
+            raise ValueError(f"algorithm {spec.name!r} does not support resume")
+        restore(resume)
+    return role
 
 
 def _client_of(spec: AlgorithmSpec, config: Any, index: int) -> Callable[[Any], Any]:
@@ -60,6 +110,8 @@ def run_processes(
     *,
     on_progress: Progress | None = None,
     keys_dir: Path | None = None,
+    run_dir: Path | None = None,
+    resume: Checkpoint | None = None,
     on_spawn: Callable[[list[subprocess.Popen]], None] | None = None,
     on_server: Callable[[str], None] | None = None,
 ) -> RunOutcome:
@@ -85,7 +137,8 @@ def run_processes(
         on_spawn(procs)
     try:
         peers = await_hellos(server, n, procs=procs)
-        result = spec.server(config, server, peers, on_progress).run()
+        role = server_role(spec, config, server, peers, on_progress, run_dir=run_dir, resume=resume)
+        result = role.run()
         for p in procs:  # the server told every client still in the run to stop
             try:
                 p.wait(timeout=30)

@@ -13,12 +13,13 @@ from typing import Any
 from rich.console import Console
 
 from fedcore.algorithms import ProgressEvent, algorithm_of
+from fedcore.algorithms.registry import Checkpoint
 from fedcore.transport import Server, load_keypair, save_keypair
 
 from .child import run_client
-from .job import loss_progress, new_run_dir, write_outputs
+from .job import loss_progress, new_run_dir, write_outputs, write_run_config
 from .processes import await_hellos, transport_options
-from .runner import _outcome
+from .runner import _outcome, server_role
 
 
 def serve(
@@ -30,11 +31,14 @@ def serve(
     hello_timeout_s: float = 600.0,
     console: Console | None = None,
     run_dir: Path | None = None,
+    resume: Checkpoint | None = None,
 ) -> Path:
     """Bind at ``bind`` (default ``transport.bind``), print the address and the server's public key
     file, wait for the config's ``num_clients`` clients, run the method's server, write the run's
-    outputs; returns the run directory. ``server_key``: a ``.key_secret`` file (default: a keypair
-    made in ``<run_dir>/keys``); ``allow_dir``: the client keys admitted (CURVE needs it)."""
+    outputs; returns the run directory. ``server_key``: a ``.key_secret`` file (default: the
+    keypair in ``<run_dir>/keys``, made on first use, so a resumed server keeps its key);
+    ``allow_dir``: the client keys admitted (CURVE needs it). ``resume``: a checkpoint of
+    ``run_dir`` to go on from (``resume_point``); clients join again as at the start."""
     console = console or Console()
     spec = algorithm_of(config)
     if bind is not None:
@@ -50,14 +54,20 @@ def serve(
             raise ValueError(
                 f"--allow must be a directory of client keys (fedcore keys allow DIR NAME.key), got {allow_dir!r}"
             )
-        if server_key is None:
+        if server_key is None and (run_dir / "keys" / "server.key_secret").is_file():
+            secret = run_dir / "keys" / "server.key_secret"
+            public = secret.with_suffix(".key")
+        elif server_key is None:
             public, secret = save_keypair(run_dir / "keys", "server")
         else:
             secret = Path(server_key)
             public = secret.with_suffix(".key")
         server = Server(t.bind, keys=load_keypair(secret), allow=str(allow_dir), options=options)
+    write_run_config(config, run_dir)
     try:
         console.print(f"[bold]fedcore serve[/] {spec.describe(config)}")
+        if resume is not None:
+            console.print(f"resuming {run_dir} after round {resume.round}")
         console.print(
             f"listening at {server.address}" + (f"; server public key {public}" if public else " (plaintext)")
         )
@@ -66,13 +76,16 @@ def serve(
         )
         peers = await_hellos(server, config.num_clients, timeout=hello_timeout_s, say=console.print)
         with loss_progress(console) as progress:
-            task = progress.add_task("training", total=spec.total(config) or None, loss=float("nan"))
+            done = resume.round if resume is not None else 0  # a resumable method's total counts rounds
+            task = progress.add_task("training", total=spec.total(config) or None, completed=done, loss=float("nan"))
 
             def on_progress(event: ProgressEvent) -> None:
                 progress.update(task, advance=event.advance, loss=event.loss, description=event.label)
 
             t0 = time.perf_counter()
-            result = spec.server(config, server, peers, on_progress).run()
+            role = server_role(spec, config, server, peers, on_progress, run_dir=run_dir, resume=resume)
+            result = role.run()
+        server.flush(timeout=min(5.0, t.lease_s))  # the stop orders reach the clients before close
         outcome = _outcome(spec, config, result, server.stats(), "zmq+curve" if t.curve else "zmq", t0)
     finally:
         server.close()

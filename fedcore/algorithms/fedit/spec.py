@@ -107,5 +107,6 @@ SPEC = register_algorithm(
         report=report,
         total=lambda c: c.train.rounds,
         describe=describe,
+        resumable=True,
     )
 )

@@ -73,7 +73,7 @@ class SplitServer:
             if on_progress is not None:
                 on_progress(ProgressEvent(1, rec.loss, f"round {rec.round + 1}/{rounds} client {rec.client}", rec))
 
-        sizes = [len(d.train) for d in self.data]
+        sizes: list[float] = [len(d.train) for d in self.data]  # FedAvg weights: samples per client
         self.role = make_server_role(config, link, build_split(config, tokenizer), peers, sizes, on_step=on_step)
 
     def run(self) -> SplitRunResult:

@@ -11,14 +11,16 @@ from typing import Any
 import torch
 
 from fedcore.aggregate import mismatch
+from fedcore.algorithms.roster import ProtocolViolation
 from fedcore.model import SplitState
 
 STATE_KEYS = ("hidden", "position_ids", "attention_mask")
 
 
-class ProtocolError(ValueError):
+class ProtocolError(ProtocolViolation, ValueError):
     """A message breaks the split protocol (wrong op, shape, count, state version): the server drops
-    the client that sent it; a client refuses such an answer from the server."""
+    the client that sent it; a client refuses such an answer from the server. The run's one
+    ``ProtocolViolation`` type (a transport ``ProtocolError``), and a ``ValueError`` as before."""
 
     def __str__(self) -> str:
         return f"protocol: {super().__str__()}"

@@ -1,0 +1,208 @@
+"""Resume through the command line: kill -9 the server after round k, resume the run directory
+(`fedcore run --resume` / `fedcore serve --resume`), and the final global weights and the losses
+are bit-for-bit those of an uninterrupted run; a truncated or missing checkpoint, a finished run
+and a method without resume are refused with one line and exit code 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from fedcore.algorithms import get_algorithm
+from fedcore.runtime.checkpoint import load_checkpoint
+from fedcore.runtime.metrics import read_metrics
+
+from .conftest import TINY, cli, free_port, run_cli, with_transport, write_config
+from .test_serve_join import make_keys
+
+LEASE_S = 5.0
+ROUNDS = 8
+KILL_AFTER = 2  # rounds complete at the kill (at least)
+
+FEDIT = with_transport(
+    {
+        **TINY["fedit"],
+        "train": {"clients": 3, "rounds": ROUNDS, "local_steps": 3, "batch_size": 8},
+        "participation": 0.67,  # 2 of 3 a round: the sampler's RNG state must survive the restart
+    },
+    kind="zmq",
+    curve=True,
+    lease_s=LEASE_S,
+)
+
+
+def launch(args: list[str], cwd: Path, log: str) -> subprocess.Popen:
+    """``fedcore ARGS`` in a session of its own (its client processes with it), output to files."""
+    env = dict(os.environ, PYTHONSAFEPATH="1", COLUMNS="120")
+    out, err = open(cwd / f"{log}.out", "w"), open(cwd / f"{log}.err", "w")
+    try:
+        return subprocess.Popen([cli(), *args], cwd=cwd, env=env, stdout=out, stderr=err, start_new_session=True)
+    finally:
+        out.close()
+        err.close()
+
+
+def only_run_dir(out: Path, timeout: float = 120.0) -> Path:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = list(out.iterdir()) if out.is_dir() else []
+        if found:
+            (run_dir,) = found
+            return run_dir
+        time.sleep(0.05)
+    raise AssertionError(f"no run directory under {out} within {timeout} s")
+
+
+def kill_after_round(proc: subprocess.Popen, run_dir: Path, k: int, timeout: float = 240.0) -> int:
+    """SIGKILL ``proc`` once ``run_dir``'s checkpoint holds >= ``k`` rounds; the rounds it held."""
+    meta = run_dir / "checkpoint" / "checkpoint.json"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the run ended before it could be killed"
+        try:
+            done = json.loads(meta.read_text())["round"]
+        except (OSError, ValueError, KeyError):  # not written yet, or between two renames
+            done = -1
+        if done >= k:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            return done
+        time.sleep(0.002)
+    raise AssertionError(f"no checkpoint of round {k} within {timeout} s")
+
+
+def reap(*procs: subprocess.Popen) -> None:
+    """Kill what is left of each process's session (the orphaned clients of a killed server)."""
+    for p in procs:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        p.wait()
+
+
+def final_state(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The last checkpoint's tensors (the final global adapter) and the run's summary record."""
+    ckpt = load_checkpoint(run_dir)
+    assert ckpt.round == ROUNDS
+    (summary,) = [r for r in read_metrics(run_dir / "metrics.jsonl") if r["type"] == "summary"]
+    return ckpt.tensors, summary
+
+
+def assert_same_run(resumed: Path, reference: Path) -> None:
+    got, got_summary = final_state(resumed)
+    want, want_summary = final_state(reference)
+    assert sorted(got) == sorted(want) and len(got) > 0
+    for name in want:  # bit for bit
+        assert got[name].dtype == want[name].dtype and torch.equal(got[name], want[name]), name
+    for key in ("losses", "round_loss", "eval_loss_start", "eval_loss_end"):
+        assert got_summary[key] == want_summary[key], key
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """An uninterrupted `fedcore run` of FEDIT (process runner, CURVE)."""
+    root = tmp_path_factory.mktemp("reference")
+    config = write_config(root / "job.toml", FEDIT)
+    done = run_cli(["run", str(config), "--out", str(root / "runs")], root, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return only_run_dir(root / "runs")
+
+
+def test_run_killed_after_round_k_resumes_to_the_uninterrupted_weights(tmp_path, reference):
+    config = write_config(tmp_path / "job.toml", FEDIT)
+    proc = launch(["run", str(config), "--out", str(tmp_path / "runs")], tmp_path, "first")
+    try:
+        run_dir = only_run_dir(tmp_path / "runs")
+        done = kill_after_round(proc, run_dir, KILL_AFTER)
+    finally:
+        reap(proc)
+    assert KILL_AFTER <= done < ROUNDS and not (run_dir / "metrics.jsonl").exists()
+    resumed = run_cli(["run", "--resume", str(run_dir)], tmp_path, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"after round {done}" in resumed.stdout
+    assert_same_run(run_dir, reference)
+
+
+def join(config: Path, address: str, server_key: Path, keys: Path, k: int, cwd: Path, log: str) -> subprocess.Popen:
+    args = ["join", str(config), "--server", address, "--server-key", str(server_key),
+            "--key", str(keys / f"client-{k}"), "--index", str(k)]  # fmt: skip
+    return launch(args, cwd, log)
+
+
+def test_serve_killed_after_round_k_resumes_with_rejoined_clients(tmp_path, reference):
+    """`fedcore serve` dies (kill -9); its clients exit; `fedcore serve --resume` keeps the server
+    key of the run directory, the clients join again and the run ends as the uninterrupted one."""
+    clients = FEDIT["train"]["clients"]
+    config = write_config(tmp_path / "job.toml", FEDIT)
+    keys, allowed = make_keys(tmp_path, clients, by_cli=False)
+    address = f"tcp://127.0.0.1:{free_port()}"
+    serve_args = ["--bind", address, "--allow", str(allowed)]
+    server = launch(["serve", str(config), *serve_args, "--out", str(tmp_path / "runs")], tmp_path, "serve")
+    run_dir = only_run_dir(tmp_path / "runs")
+    server_key = run_dir / "keys" / "server.key"  # made by serve in its run directory
+    deadline = time.monotonic() + 60
+    while not server_key.is_file() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    joins = [join(config, address, server_key, keys, k, tmp_path, f"join{k}") for k in range(clients)]
+    try:
+        done = kill_after_round(server, run_dir, KILL_AFTER)
+        for j in joins:  # each client notices within its lease and gives up
+            assert j.wait(timeout=LEASE_S + 30) != 0
+    finally:
+        reap(server, *joins)
+    assert KILL_AFTER <= done < ROUNDS
+    public_before = server_key.read_bytes()
+    server = launch(["serve", "--resume", str(run_dir), *serve_args], tmp_path, "serve2")
+    joins = [join(config, address, server_key, keys, k, tmp_path, f"rejoin{k}") for k in range(clients)]
+    try:
+        assert server.wait(timeout=300) == 0, (tmp_path / "serve2.err").read_text()[-3000:]
+        for k, j in enumerate(joins):
+            assert j.wait(timeout=60) == 0, (tmp_path / f"rejoin{k}.err").read_text()[-3000:]
+    finally:
+        reap(server, *joins)
+    assert server_key.read_bytes() == public_before
+    assert f"after round {done}" in (tmp_path / "serve2.out").read_text()
+    assert_same_run(run_dir, reference)
+
+
+def one_line_refusal(args: list[str], cwd: Path, message: str) -> None:
+    done = run_cli(args, cwd)
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+
+
+def test_a_damaged_or_finished_run_is_refused_with_one_line(tmp_path, reference):
+    # the reference run finished: nothing to resume
+    one_line_refusal(["run", "--resume", str(reference)], tmp_path, "finished")
+    # an interrupted copy of it with its tensors truncated
+    broken = tmp_path / "broken"
+    shutil.copytree(reference, broken)
+    (broken / "metrics.jsonl").unlink()
+    tensors = broken / "checkpoint" / "tensors.safetensors"
+    before = tensors.read_bytes()
+    tensors.write_bytes(before[: len(before) // 2])
+    one_line_refusal(["run", "--resume", str(broken)], tmp_path, "is truncated")
+    one_line_refusal(["serve", "--resume", str(broken)], tmp_path, "is truncated")
+    assert tensors.read_bytes() == before[: len(before) // 2]  # refused, never replaced
+    shutil.rmtree(broken / "checkpoint")
+    one_line_refusal(["run", "--resume", str(broken)], tmp_path, "has no checkpoint/")
+    one_line_refusal(["run", "--resume", str(tmp_path / "nowhere")], tmp_path, "config.json is missing")
+    one_line_refusal(["run", str(tmp_path / "x.toml"), "--resume", str(broken)], tmp_path, "drop the config")
+
+
+def test_a_method_without_resume_is_refused_with_one_line(tmp_path):
+    run_dir = tmp_path / "split-run"
+    run_dir.mkdir()
+    spec = get_algorithm("split")
+    (run_dir / "config.json").write_text(json.dumps(spec.config_to_dict(spec.config_from_dict(TINY["split"]))))
+    one_line_refusal(["run", "--resume", str(run_dir)], tmp_path, "'split' does not support resume")
