@@ -16,6 +16,7 @@ objects only need ``run()``. The server role's ``run()`` returns the method's re
 from __future__ import annotations
 
 import dataclasses
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +60,23 @@ class Checkpoint:
     round: int  # rounds complete
     tensors: dict[str, torch.Tensor]  # CPU tensors
     state: dict[str, Any]  # JSON-ready: RNG states, roster, counters, schedule
+
+
+def python_rng_state(rng: random.Random) -> list[Any]:
+    """``rng.getstate()`` as JSON: [version, [625 ints], gauss_next (float or None)]."""
+    version, internal, gauss_next = rng.getstate()
+    return [version, list(internal), gauss_next]
+
+
+def restore_python_rng(rng: random.Random, state: list[Any]) -> random.Random:
+    """Set ``rng`` to a ``python_rng_state`` (also after a JSON round trip); returns ``rng``.
+    ``ValueError`` if ``state`` is not one."""
+    try:
+        version, internal, gauss_next = state
+        rng.setstate((int(version), tuple(int(x) for x in internal), None if gauss_next is None else float(gauss_next)))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"not a python_rng_state: {' '.join(str(exc).split())}") from exc
+    return rng
 
 
 @dataclass

@@ -24,16 +24,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from fedcore.algorithms.registry import Checkpoint
+from fedcore.algorithms.registry import Checkpoint, python_rng_state, restore_python_rng
 
 FORMAT_VERSION = 1
 CHECKPOINT_DIR = "checkpoint"
@@ -176,23 +174,6 @@ def load_checkpoint(run_dir: Path) -> Checkpoint:
     except Exception as exc:  # safetensors' parse errors are of several types
         raise ValueError(f"{tensor_path} is not a valid safetensors file: {_one_line(exc)}") from exc
     return Checkpoint(round=rnd, tensors=dict(tensors), state=state)
-
-
-def python_rng_state(rng: random.Random) -> list[Any]:
-    """``rng.getstate()`` as JSON: [version, [625 ints], gauss_next (float or None)]."""
-    version, internal, gauss_next = rng.getstate()
-    return [version, list(internal), gauss_next]
-
-
-def restore_python_rng(rng: random.Random, state: list[Any]) -> random.Random:
-    """Set ``rng`` to a ``python_rng_state`` (also after a JSON round trip); returns ``rng``.
-    ``ValueError`` if ``state`` is not one."""
-    try:
-        version, internal, gauss_next = state
-        rng.setstate((int(version), tuple(int(x) for x in internal), None if gauss_next is None else float(gauss_next)))
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"not a python_rng_state: {_one_line(exc)}") from exc
-    return rng
 
 
 def torch_rng_state(generator: torch.Generator | None = None) -> torch.Tensor:

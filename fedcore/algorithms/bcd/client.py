@@ -73,9 +73,15 @@ class BlockClient:
         """Obey the server until ``stop``."""
         try:
             while True:
-                msg = self.mail.get(lambda m: m.meta.get("op") in ("plan", "sync", "eval", "stop"))
+                msg = self.mail.get(lambda m: m.meta.get("op") in ("plan", "sync", "eval", "load", "stop"))
                 op, meta = msg.meta["op"], msg.meta
+                if op == "load":  # a resumed server: its global model, where this stream was, the next round
+                    self.trainer.load(msg.tensors, int(meta["drawn"]))
+                    self.next_agg = int(meta["round"])
+                    self.last_round = self.next_agg - 1
                 msg.release()
+                if op == "load":
+                    continue
                 if op == "plan":
                     self.round(int(meta["round"]), int(meta["block"]), bool(meta["train"]))
                 elif op == "sync":

@@ -36,6 +36,8 @@ def responsible_blocks(clients: int, num_blocks: int, *, seed: int) -> list[int]
 class FedCyBGDServer(BCDServer):
     """The cyclic server; ``records[r].block`` is -1 (each turn has its own block)."""
 
+    resumable = False  # the clients hold blocks the server does not (their own responsible block)
+
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.pi = responsible_blocks(len(self.peers), len(self.blocks), seed=self.config.seed)

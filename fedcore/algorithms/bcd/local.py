@@ -39,6 +39,11 @@ class BlockTrainer(Protocol):
         """Mean loss on held-out data."""
         ...
 
+    def load(self, params: Mapping[str, torch.Tensor], drawn: int) -> None:
+        """Take ``params`` (every name of ``self.params``) and move the training stream to
+        ``drawn`` batches from its start (a fresh process of a resumed run)."""
+        ...
+
 
 def snapshot(params: Mapping[str, torch.Tensor], names: Iterable[str]) -> ParamDict:
     """Detached copies of ``params[name]`` for ``names``."""
@@ -93,9 +98,25 @@ class LocalBlockTraining:
         self.params: ParamDict = {n: live[n] for names in self.blocks for n in names}
         self.device = next(model.parameters()).device
         model.requires_grad_(False)
+        self.drawn = 0  # batches taken from ``batches`` so far
 
     def _next_batch(self) -> dict[str, torch.Tensor]:
+        self.drawn += 1
         return {k: v.to(self.device, non_blocking=True) for k, v in next(self.batches).items()}
+
+    @torch.no_grad()
+    def load(self, params: Mapping[str, torch.Tensor], drawn: int) -> None:
+        """Copy ``params`` into the live parameters (exactly the names of ``self.params``) and
+        skip the stream forward to ``drawn`` batches (``ValueError`` if it is already past)."""
+        if set(params) != set(self.params):
+            raise ValueError(f"load needs exactly the {len(self.params)} block parameters, got {len(params)} names")
+        if drawn < self.drawn:
+            raise ValueError(f"the stream is at batch {self.drawn}, cannot go back to {drawn}")
+        for name, p in self.params.items():
+            p.copy_(params[name].to(device=p.device, dtype=p.dtype))
+        for _ in range(drawn - self.drawn):
+            next(self.batches)
+        self.drawn = drawn
 
     def train_delta(self, block: int) -> tuple[ParamDict, float]:
         names = train_blocks(self.model, [block], mode=self.mode, layers_per_block=self.layers_per_block)

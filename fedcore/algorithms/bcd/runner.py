@@ -19,7 +19,7 @@ from fedcore.lora import inject_lora
 from fedcore.model import blocks as model_layers
 
 from ..builders import ClientData, base_model, client_datasets, shuffled_epochs
-from ..registry import Progress, ProgressEvent
+from ..registry import Checkpoint, Progress, ProgressEvent
 from ..threads import serve_in_threads
 from .client import BlockClient
 from .config import BCDConfig
@@ -228,17 +228,35 @@ class BCDServerRun:
         losses = conclude(self.server)
         return BCDResult.of(self.server, records, losses, self.link.stats(), self.t0)
 
+    def checkpoint(self) -> Checkpoint:
+        """The server's ``checkpoint()`` (FedBCD) with the run's seconds so far."""
+        ckpt = self.server.checkpoint()
+        ckpt.state["wall_seconds"] = time.perf_counter() - self.t0
+        return ckpt
+
+    def restore(self, ckpt: Checkpoint) -> None:
+        """Go on from a ``checkpoint()`` (before ``run()``); ``ValueError`` when it does not fit."""
+        wall = ckpt.state.get("wall_seconds", 0.0)
+        if not isinstance(wall, (int, float)) or isinstance(wall, bool):
+            raise ValueError(f"checkpoint's wall_seconds must be a number, got {wall!r}")
+        self.server.restore(ckpt)
+        self.t0 = time.perf_counter() - float(wall)
+
 
 def bcd_server(config: BCDConfig, link: Any, peers: list[str], on_progress: Progress | None = None) -> BCDServerRun:
-    """The registry's server role: the global model and sample counts built from the config."""
+    """The registry's server role: the global model and sample counts built from the config.
+    A resumable method's progress events carry the round's checkpoint."""
     params, blocks = global_model(config)
     samples = [len(d.train) for d in client_data(config)]
+    run = BCDServerRun(config, link, peers, params, blocks, samples)
 
     def on_record(rec: RoundRecord) -> None:
         if on_progress is not None:
-            on_progress(ProgressEvent(1, rec.train_loss, f"round {rec.round + 1}/{config.rounds}", rec))
+            ckpt = run.checkpoint() if run.server.resumable else None
+            on_progress(ProgressEvent(1, rec.train_loss, f"round {rec.round + 1}/{config.rounds}", rec, ckpt))
 
-    return BCDServerRun(config, link, peers, params, blocks, samples, on_record=on_record)
+    run.server.on_record = on_record
+    return run
 
 
 def bcd_client(config: BCDConfig, link: Any, index: int) -> Any:

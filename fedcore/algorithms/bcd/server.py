@@ -13,6 +13,7 @@ the run; a client late for one round is only left out of that round's aggregate.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import random
@@ -21,10 +22,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from fedcore.aggregate import mismatch, weighted_average
 from fedcore.transport import Message, PeerTimeout, TransportError
 
 from ..mailbox import Mailbox, op_is
+from ..registry import Checkpoint, python_rng_state, restore_python_rng
 from ..roster import Roster
 from .config import BCDConfig
 from .local import ParamDict, add_scaled_, snapshot
@@ -60,6 +64,7 @@ class BCDServer:
     """
 
     overlap = False
+    resumable = True  # checkpoint / restore at round ends (ParaBlock and FedCyBGD: not yet)
 
     def __init__(
         self,
@@ -95,6 +100,9 @@ class BCDServer:
         self.scores: list[float] | None = None
         self.records: list[RoundRecord] = []
         self.version = 0
+        # batches each client has drawn from its training stream (its position: resume moves it there)
+        self.drawn = [0] * len(peers)
+        self._reload = False  # restored: send every client the global model first
         if history is not None:
             history[0] = snapshot(global_params, global_params)
 
@@ -113,7 +121,9 @@ class BCDServer:
         """All rounds, then (ParaBlock) the final sync; returns the per-round records. A round's
         ``seconds`` run from its plan to the next plan (FedBCD: to the end of its aggregate)."""
         started = 0.0
-        for t in range(self.config.rounds):
+        if self._reload:
+            self.reload_clients()
+        for t in range(len(self.records), self.config.rounds):
             now = time.perf_counter()
             if self.overlap and t >= 1:
                 self.records[-1].seconds = now - started
@@ -140,10 +150,93 @@ class BCDServer:
     def plan(self, t: int) -> RoundRecord:
         record = RoundRecord(t, self.schedule.block(t, self.scores), [])
         record.participants = sample_participants(self.active, self.config.participation, self.rng)
+        per_round = self.config.local_steps + (self.config.schedule == "gradient")  # + the scoring batch
         for i in list(self.active):
-            self.send(i, {}, {"op": "plan", "round": t, "block": record.block, "train": i in record.participants})
+            train = i in record.participants
+            if self.send(i, {}, {"op": "plan", "round": t, "block": record.block, "train": train}) and train:
+                self.drawn[i] += per_round
         self.records.append(record)
         return record
+
+    # ---- checkpoint and resume (FedBCD: at a round's end every client holds the global model)
+    def checkpoint(self) -> Checkpoint:
+        """The run after ``len(self.records)`` rounds: the global parameters (``global/`` names)
+        and, JSON-ready, the sampler's and the schedule's RNG states, the latest block scores,
+        the roster by client index, each client's stream position and the round records."""
+        if not self.resumable:
+            raise ValueError(f"{self.config.method} does not support checkpoints yet")
+        roster = self.roster
+        state = {
+            "algorithm": self.config.method,
+            "clients": len(self.peers),
+            "sampler_rng": python_rng_state(self.rng),
+            "schedule_rng": python_rng_state(self.schedule._rng),
+            "scores": self.scores,
+            "version": self.version,
+            "drawn": list(self.drawn),
+            "roster": {
+                "active": roster.active_indices(),
+                "dropped": [[roster.index(p), why] for p, why in roster.dropped.items()],
+            },
+            "records": [dataclasses.asdict(r) for r in self.records],
+        }
+        tensors = {GLOBAL + n: t.detach().to("cpu", copy=True) for n, t in self.params.items()}
+        return Checkpoint(round=len(self.records), tensors=tensors, state=state)
+
+    def restore(self, ckpt: Checkpoint) -> None:
+        """Go on from ``ckpt`` (one of ``checkpoint``'s): call before ``run()``, which first sends
+        every client the global model and its stream position. ``ValueError`` (one line) when
+        it does not fit this config."""
+        try:
+            self._restore(ckpt)
+        except (KeyError, TypeError, IndexError, AttributeError) as exc:
+            raise ValueError(f"not a {self.config.method} checkpoint: {type(exc).__name__}: {exc}") from exc
+
+    def _restore(self, ckpt: Checkpoint) -> None:
+        st, n = ckpt.state, len(self.peers)
+        if not self.resumable:
+            raise ValueError(f"{self.config.method} does not support resume yet")
+        if st["algorithm"] != self.config.method or st["clients"] != n:
+            got = f"{st['algorithm']} with {st['clients']} clients"
+            raise ValueError(f"checkpoint of {got}, not of {self.config.method} with {n}")
+        if not 0 <= ckpt.round <= self.config.rounds or len(st["records"]) != ckpt.round or len(st["drawn"]) != n:
+            raise ValueError(f"checkpoint after {ckpt.round} rounds does not fit rounds = {self.config.rounds}")
+        params = {name[len(GLOBAL) :]: t for name, t in ckpt.tensors.items() if name.startswith(GLOBAL)}
+        why = mismatch(params, self.params)
+        if why is not None:
+            raise ValueError(f"checkpoint's global parameters do not fit this config's model: {why}")
+        active = [self.peers[int(i)] for i in st["roster"]["active"]]
+        dropped = {self.peers[int(i)]: str(why) for i, why in st["roster"]["dropped"]}
+        if not active or sorted(active + list(dropped)) != sorted(self.peers):
+            raise ValueError(f"checkpoint's roster {st['roster']} does not fit {n} clients")
+        records = [RoundRecord(**r) for r in st["records"]]
+        scores = st["scores"]
+        if scores is not None and not _valid_scores(scores, len(self.blocks)):
+            raise ValueError(f"checkpoint's block scores {scores!r} are not {len(self.blocks)} numbers >= 0")
+        sampler = restore_python_rng(random.Random(), st["sampler_rng"])
+        schedule = restore_python_rng(random.Random(), st["schedule_rng"])
+        # all read and checked: only now change the server
+        with torch.no_grad():
+            for name, p in self.params.items():
+                p.copy_(params[name])
+        self.rng, self.schedule._rng, self.scores = sampler, schedule, scores
+        self.version, self.drawn, self.records = int(st["version"]), [int(x) for x in st["drawn"]], records
+        self.roster.active[:], self.roster.dropped = active, dropped
+        self._reload = True
+        log.info("%s: resuming after round %d of %d", self.config.method, ckpt.round, self.config.rounds)
+
+    def reload_clients(self) -> None:
+        """After a restore: every client still in the run gets the global model and moves its
+        training stream to where it was; a restarted process of a dropped one is told to stop."""
+        self._reload = False
+        for i in list(self.active):
+            meta = {"op": "load", "drawn": self.drawn[i], "round": len(self.records)}
+            self.send(i, self.params, meta, tag="agg_down")
+        for i in self.dropped:
+            try:
+                self.link.send_to(self.peers[i], {}, {"op": "stop"}, tag="control")
+            except TransportError:
+                pass
 
     def finish_round(self, record: RoundRecord) -> None:
         """Collect round ``record.round``'s deltas, aggregate, apply, broadcast ``agg``."""
@@ -285,6 +378,9 @@ class BCDServer:
                 self.timeline.extend(timeline_records(msg.tensors["timeline"], f"client {i}"))
 
 
+GLOBAL = "global/"
+
+
 def _valid_scores(report: Any, blocks: int) -> bool:
     return (
         isinstance(report, list)
@@ -309,3 +405,4 @@ class ParaBlockServer(BCDServer):
     """ParaBlock's server: the one-round-stale global model (see the module docstring)."""
 
     overlap = True
+    resumable = False  # stale deltas are in flight at every round end; the clients hold them

@@ -80,6 +80,7 @@ SPECS = {
             total=lambda c: c.rounds,
             describe=describe,
             fixed={"method": method},
+            resumable=method == "fedbcd",  # ParaBlock, FedCyBGD: client-held state, not yet
         )
     )
     for method in METHODS

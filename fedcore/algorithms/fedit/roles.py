@@ -34,7 +34,7 @@ from fedcore.transport import Message, PeerTimeout, TransportError
 
 from ..builders import shuffled_epochs
 from ..mailbox import Mailbox, op_is
-from ..registry import Checkpoint, Progress, ProgressEvent
+from ..registry import Checkpoint, Progress, ProgressEvent, python_rng_state, restore_python_rng
 from ..roster import Roster
 from .config import FedITConfig
 from .local import LocalTraining, State, build_model, client_data, initial_state
@@ -201,12 +201,11 @@ class FedITServer:
         """The run after ``len(result.round_loss)`` rounds: the global state (CPU copies, names
         prefixed ``global/``) and, JSON-ready, the sampler's RNG, the roster (by client index),
         per-client steps, the seconds so far and the per-round results."""
-        version, internal, gauss = self.rng.getstate()
         roster = self.roster
         state = {
             "algorithm": "fedit",
             "clients": len(self.peers),
-            "sampler_rng": [version, list(internal), gauss],
+            "sampler_rng": python_rng_state(self.rng),
             "roster": {
                 "active": roster.active_indices(),
                 "dropped": [[roster.index(p), why] for p, why in roster.dropped.items()],
@@ -256,9 +255,7 @@ class FedITServer:
         why = mismatch(state, self.state)
         if why is not None:
             raise ValueError(f"checkpoint's global state does not fit this config's adapter: {why}")
-        version, internal, gauss = st["sampler_rng"]
-        rng = random.Random()
-        rng.setstate((int(version), tuple(int(x) for x in internal), None if gauss is None else float(gauss)))
+        rng = restore_python_rng(random.Random(), st["sampler_rng"])
         roster, peers = st["roster"], self.peers
         active = [peers[int(i)] for i in roster["active"]]
         dropped = {peers[int(i)]: str(why) for i, why in roster["dropped"]}
