@@ -131,8 +131,10 @@ class AlgorithmSpec:
     server link's byte counts); ``total(config)`` is the progress bar's length in the units
     ``on_progress`` advances; ``describe(config)`` one line for the start of a run; ``fixed``
     holds config fields the name implies (FedBCD and ParaBlock share BCDConfig: ``method``).
-    ``resumable``: the server role follows ``Checkpoint``'s resume protocol and ``total`` counts
-    rounds (``fedcore run --resume`` and ``fedcore serve --resume`` accept the method)."""
+    ``resumable``: the server role follows ``Checkpoint``'s resume protocol (``fedcore run
+    --resume`` and ``fedcore serve --resume`` accept the method; its ``restore`` may still refuse
+    a config, e.g. a split mode); a checkpoint's ``state["progress"]`` says how much of ``total``
+    it had done (default: its rounds)."""
 
     name: str
     config_class: type

@@ -31,6 +31,18 @@ class QuantCodec(Codec):
         self.name, self.fmt, self.noise_std, self.relative = name, fmt, noise_std, relative
         self.seed, self._offset = seed, 0  # a fixed seed: one Philox stream, the offset advancing per call
 
+    @property
+    def stream_offset(self) -> int:
+        """Where a fixed-seed noise stream stands (Philox counters consumed so far); settable, so
+        a resumed run's client goes on where the checkpointed one was."""
+        return self._offset
+
+    @stream_offset.setter
+    def stream_offset(self, offset: int) -> None:
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise ValueError(f"stream offset must be an int >= 0, got {offset!r}")
+        self._offset = offset
+
     def _quantizes(self, tensor: torch.Tensor) -> bool:
         return (
             tensor.dtype in (torch.float16, torch.bfloat16, torch.float32) and tensor.dim() >= 1 and tensor.numel() > 0

@@ -76,6 +76,15 @@ def resume_point(run_dir: str | Path) -> tuple[Any, Checkpoint]:
     return spec.config_from_dict(data), load_checkpoint(run_dir)
 
 
+def progress_done(resume: Checkpoint | None) -> int:
+    """How much of ``spec.total`` a checkpoint had done: its state's ``progress`` (in the method's
+    own units) or, without one, its rounds."""
+    if resume is None:
+        return 0
+    done = resume.state.get("progress", resume.round)
+    return done if isinstance(done, int) and not isinstance(done, bool) else resume.round
+
+
 def loss_progress(console: Console) -> Progress:
     """A progress bar with the latest loss (a task's ``loss`` field) and the elapsed time."""
     columns = (
@@ -117,7 +126,7 @@ def run_job(
     if resume is not None:
         console.print(f"resuming {run_dir} after round {resume.round}")
     with loss_progress(console) as progress:
-        done = resume.round if resume is not None else 0  # a resumable method's total counts rounds
+        done = progress_done(resume)
         task = progress.add_task("training", total=spec.total(config) or None, completed=done, loss=float("nan"))
 
         def on_progress(event: ProgressEvent) -> None:  # from the server role's thread

@@ -17,7 +17,7 @@ from fedcore.algorithms.registry import Checkpoint
 from fedcore.transport import Server, load_keypair, save_keypair
 
 from .child import run_client
-from .job import loss_progress, new_run_dir, write_outputs, write_run_config
+from .job import loss_progress, new_run_dir, progress_done, write_outputs, write_run_config
 from .processes import await_hellos, transport_options
 from .runner import _outcome, server_role
 
@@ -76,7 +76,7 @@ def serve(
         )
         peers = await_hellos(server, config.num_clients, timeout=hello_timeout_s, say=console.print)
         with loss_progress(console) as progress:
-            done = resume.round if resume is not None else 0  # a resumable method's total counts rounds
+            done = progress_done(resume)
             task = progress.add_task("training", total=spec.total(config) or None, completed=done, loss=float("nan"))
 
             def on_progress(event: ProgressEvent) -> None:

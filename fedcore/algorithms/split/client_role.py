@@ -19,6 +19,7 @@ from fedcore.codec import Codec
 from fedcore.lora import load_lora_state, lora_state
 from fedcore.model import SplitState
 
+from ..training_state import load_optimizer_state, optimizer_state
 from .noise import add_gaussian_noise
 from .step import ClientParts
 from .wire import (
@@ -28,6 +29,7 @@ from .wire import (
 )
 
 MAX_RESUME_STEPS = 10_000_000  # a rejoining client skips at most this many steps
+NOISE_RNG, TORCH_RNG = "rng.noise", "rng.torch"  # a client state's generator tensors
 
 
 def _expect(link: Any, op: str, timeout: float) -> Any:
@@ -82,9 +84,14 @@ class SplitClientRole:
                         getattr(self.parts, part),
                         {k[len(prefix) :]: v for k, v in msg.tensors.items() if k.startswith(prefix)},
                     )
-                if "resume_step" in msg.meta:  # rejoining after a restart
+                if "client_state" in msg.meta:  # a resumed run: this client as it was at the checkpoint
+                    self.restore(msg.tensors, msg.meta["client_state"])
+                elif "resume_step" in msg.meta:  # rejoining after a restart
                     self.resume(int(msg.meta["resume_step"]))
                 self.link.send_to("server", {}, {"op": "loaded"}, tag="control")
+            elif op == "save":
+                tensors, state = self.state()
+                self.link.send_to("server", tensors, {"op": "saved", "client_state": state}, tag="state_up")
             elif op == "stop":
                 return
             else:
@@ -102,6 +109,38 @@ class SplitClientRole:
                 self.parts.scheduler.step()
                 next(self.batches)
         self.steps_taken = max(self.steps_taken, steps_done)
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """What a checkpoint needs of this client besides its LoRA (the round's average): its
+        AdamW and LR-schedule state, its noise stream and torch's CPU generator (tensors
+        ``opt.*``, ``rng.noise``, ``rng.torch``), the steps taken (its data position) and the
+        position of an ``int8+noise`` codec's Philox stream."""
+        tensors, info = optimizer_state(self.parts.optimizer, self.parts.scheduler)
+        tensors[NOISE_RNG] = self.parts.noise_generator.get_state()
+        tensors[TORCH_RNG] = torch.get_rng_state()
+        offset = getattr(self.codec_up, "stream_offset", None)  # int8+noise: the codec's Philox stream
+        return tensors, {"optimizer": info, "steps_taken": self.steps_taken, "h_A_stream_offset": offset}
+
+    def restore(self, tensors: Mapping[str, torch.Tensor], state: Any) -> None:
+        """Become the client a ``state()`` described (a fresh process of a resumed run): the
+        data order skips to its steps; optimizer, schedule and generators are put back exactly."""
+        if not isinstance(state, dict) or not isinstance(state.get("steps_taken"), int):
+            raise ValueError(f"client_state must hold steps_taken, got {state!r}")
+        steps = state["steps_taken"]
+        if not self.steps_taken <= steps <= MAX_RESUME_STEPS or NOISE_RNG not in tensors or TORCH_RNG not in tensors:
+            raise ValueError(f"client_state of {steps} steps with its generators cannot be restored here")
+        load_optimizer_state(self.parts.optimizer, tensors, state.get("optimizer") or {}, self.parts.scheduler)
+        for _ in range(steps - self.steps_taken):
+            next(self.batches)
+        self.steps_taken = steps
+        offset = state.get("h_A_stream_offset")
+        if offset is not None:
+            if not hasattr(self.codec_up, "stream_offset"):
+                raise ValueError("client_state has a noise stream offset; this client's h_A codec has no stream")
+            self.codec_up.stream_offset = offset
+        # own copies: a received tensor may be a view into a pooled receive buffer
+        self.parts.noise_generator.set_state(tensors[NOISE_RNG].to("cpu", torch.uint8, copy=True))
+        torch.set_rng_state(tensors[TORCH_RNG].to("cpu", torch.uint8, copy=True))
 
     def _train_step(self, meta: dict[str, Any]) -> list:
         if self.micro_batches > 1:

@@ -53,6 +53,17 @@ class StepReport:
 
 
 @dataclass
+class SplitResume:
+    """Where a resumed sequential run goes on: the result after ``rounds_done`` rounds, the
+    head/tail LoRA average of the last one and each active client's state (peer -> tensors, JSON)."""
+
+    result: SplitServerResult
+    rounds_done: int
+    last_avg: dict[str, torch.Tensor]
+    client_states: dict[str, tuple[dict[str, torch.Tensor], dict[str, Any]]]
+
+
+@dataclass
 class SplitServerResult:
     eval_start: list[float]
     eval_end: list[float]
@@ -87,15 +98,23 @@ class SplitServerRole:
         self.active, self.dropped, self.rejoined = self.roster.active, self.roster.dropped, self.roster.rejoined
         self._rejoining: set[str] = set()
         self._last_avg: dict[str, torch.Tensor] = {}  # the latest head/tail LoRA average
+        # checkpoints (sequential mode): called after each round's average with the result so far
+        self.on_round: Callable[[int, SplitServerResult], None] | None = None
+        self.resume_from: SplitResume | None = None  # set before run() to go on from a checkpoint
 
     def run(self, *, rounds: int, local_steps: int, avg_period: int = 0) -> SplitServerResult:
         """Sequential mode: each client in turn trains ``local_steps``; head/tail LoRA is averaged
         after every round (``avg_period`` has no other meaning when clients take turns)."""
-        self.average()  # every client starts from the same adapter
-        result = SplitServerResult(eval_start=self.evaluate(), eval_end=[])
-        started = time.perf_counter()
-        step = 0
-        for rnd in range(rounds):
+        if self.resume_from is None:
+            self.average()  # every client starts from the same adapter
+            result = SplitServerResult(eval_start=self.evaluate(), eval_end=[])
+            first = 0
+        else:
+            result, first = self.resume_from.result, self.resume_from.rounds_done
+            self.reload_clients(self.resume_from)
+        started = time.perf_counter() - result.train_seconds
+        step = len(result.reports)
+        for rnd in range(first, rounds):
             self.readmit(rnd, steps_done=rnd * local_steps)
             for k, peer in enumerate(self.clients):  # sequential: one client's turn at a time
                 if peer not in self.active:
@@ -111,6 +130,9 @@ class SplitServerRole:
                     result.reports.append(StepReport(rnd, k, step, loss, tokens, seconds))
                     step += 1
             self.average()
+            if self.on_round is not None:
+                result.train_seconds = time.perf_counter() - started
+                self.on_round(rnd, result)
         result.train_seconds = time.perf_counter() - started
         result.eval_end = self.evaluate()
         self.stop()
@@ -124,6 +146,52 @@ class SplitServerRole:
         except ProtocolError as exc:
             self.drop_if_gone(exc, done.peer)
             return []
+
+    def client_states(self) -> dict[str, tuple[dict[str, torch.Tensor], dict[str, Any]]]:
+        """Each client's state beyond its LoRA (``SplitClientRole.state``), between rounds, for a
+        checkpoint: peer -> (tensors, JSON). A client lost meanwhile is dropped and left out."""
+        for peer in list(self.active):
+            self._send_or_drop(peer, {}, {"op": "save"})
+        states: dict[str, tuple[dict[str, torch.Tensor], dict[str, Any]]] = {}
+        while any(p not in states for p in self.active):
+            msg = self._serve_until_or_drop("saved")
+            if msg is None or msg.peer not in self.active:
+                continue
+            tensors, state = {k: v.clone() for k, v in msg.tensors.items()}, msg.meta.get("client_state")
+            msg.release()
+            if not isinstance(state, dict) or not all(k.startswith(("opt.", "rng.")) for k in tensors):
+                self.drop_if_gone(ProtocolError("malformed client state"), msg.peer)
+                continue
+            states[msg.peer] = (tensors, state)
+        return states
+
+    def reload_clients(self, point: SplitResume) -> None:
+        """A resumed run's start: every client still in the run gets the checkpoint's head/tail
+        average and its own state back (and answers ``loaded``); a restarted process of a
+        dropped one is told to stop."""
+        self._last_avg = dict(point.last_avg)
+        for peer in list(self.active):
+            tensors, state = point.client_states[peer]
+            self._send_or_drop(
+                peer, {**self._last_avg, **tensors}, {"op": "load", "client_state": state}, tag="lora_down"
+            )
+        loaded: set[str] = set()
+        while len(loaded & set(self.active)) < len(self.active):
+            msg = self._serve_until_or_drop("loaded")
+            if msg is not None:
+                loaded.add(msg.peer)
+        for peer in self.dropped:
+            try:
+                self.link.send_to(peer, {}, {"op": "stop"}, tag="control")
+            except TransportError:
+                pass
+
+    def _send_or_drop(self, peer: str, tensors: dict, meta: dict, *, tag: str = "control") -> None:
+        try:
+            self.link.send_to(peer, tensors, meta, tag=tag)
+        except TransportError as exc:
+            if not self.drop_if_gone(exc, peer):
+                raise
 
     def order_train(self, steps: int, rnd: int) -> None:
         """Send every client still in the run a train order of ``steps`` steps (a lost one is dropped)."""

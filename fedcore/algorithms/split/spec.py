@@ -10,11 +10,12 @@ from typing import Any
 from fedcore.accounting import merge_counts
 from fedcore.data import CharTokenizer
 
-from ..registry import AlgorithmSpec, Progress, ProgressEvent, ReportTable, RunReport, register_algorithm
+from ..registry import AlgorithmSpec, Checkpoint, Progress, ProgressEvent, ReportTable, RunReport, register_algorithm
 from .client_role import SplitClientRole
 from .config import SplitRunConfig
 from .modes import make_server_role
-from .server_role import StepReport
+from .resume import split_checkpoint, split_resume
+from .server_role import SplitServerResult, StepReport
 from .setup import build_client_data, build_split, client_parts, endless_batches, wire_codecs
 
 DIRECTIONS = (
@@ -75,6 +76,20 @@ class SplitServer:
 
         sizes: list[float] = [len(d.train) for d in self.data]  # FedAvg weights: samples per client
         self.role = make_server_role(config, link, build_split(config, tokenizer), peers, sizes, on_step=on_step)
+        if on_progress is not None and config.split.mode == "sequential":
+
+            def on_round(rnd: int, result: SplitServerResult) -> None:  # a checkpoint after every round
+                ckpt = split_checkpoint(self.role, rnd + 1, result, time.perf_counter() - self.t0)
+                loss = result.reports[-1].loss if result.reports else float("nan")
+                on_progress(ProgressEvent(0, loss, f"round {rnd + 1}/{rounds}", None, ckpt))
+
+            self.role.on_round = on_round
+
+    def restore(self, ckpt: Checkpoint) -> None:
+        """Go on from a checkpoint of a sequential run (before ``run()``); ``ValueError`` when the
+        mode is another or the checkpoint does not fit this config."""
+        wall = split_resume(self.role, ckpt, mode=self.config.split.mode, rounds=self.config.train.rounds)
+        self.t0 = time.perf_counter() - wall
 
     def run(self) -> SplitRunResult:
         tc = self.config.train
@@ -188,5 +203,6 @@ SPEC = register_algorithm(
         report=report,
         total=lambda c: c.train.rounds * c.train.clients * c.train.local_steps,
         describe=describe,
+        resumable=True,  # sequential mode; the others refuse with one line
     )
 )
