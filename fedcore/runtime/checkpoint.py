@@ -27,6 +27,7 @@ import os
 import shutil
 import uuid
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -136,14 +137,7 @@ def load_checkpoint(run_dir: Path) -> Checkpoint:
     if not where.is_dir():
         raise ValueError(f"{where} is not a directory")
     meta_path = where / META_FILE
-    if not meta_path.is_file():
-        raise ValueError(f"{meta_path} is missing")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{meta_path} is not valid JSON: {_one_line(exc)}") from exc
-    if not isinstance(meta, dict):
-        raise ValueError(f"{meta_path} must hold a JSON object, got {type(meta).__name__}")
+    meta = read_json_object(meta_path)
     version = meta.get("version")
     if version != FORMAT_VERSION:
         raise ValueError(f"{meta_path} is format version {version!r}; this fedcore reads version {FORMAT_VERSION}")
@@ -186,6 +180,20 @@ def restore_torch_rng(state: torch.Tensor, generator: torch.Generator | None = N
     """Set ``generator`` (default: torch's global CPU generator) to a ``torch_rng_state``."""
     gen = generator if generator is not None else torch.default_generator
     gen.set_state(state.to(device="cpu", dtype=torch.uint8))
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``; ``ValueError`` (one line) when it is missing, not valid JSON
+    or not an object."""
+    if not path.is_file():
+        raise ValueError(f"{path} is missing")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path} is not valid JSON: {_one_line(exc)}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object, got {type(data).__name__}")
+    return data
 
 
 def _sha256(path: Path) -> tuple[str, int]:

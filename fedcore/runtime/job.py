@@ -25,7 +25,7 @@ from fedcore.algorithms.registry import Checkpoint
 from fedcore.algorithms.split.config import DEFAULT_CONFIG, default_config_text
 from fedcore.config import parse_toml, read_toml
 
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, read_json_object
 from .metrics import MetricsWriter, plot_curve, plot_loss, read_metrics
 from .runner import RunOutcome, run
 
@@ -61,11 +61,8 @@ def resume_point(run_dir: str | Path) -> tuple[Any, Checkpoint]:
     path = run_dir / CONFIG_FILE
     if not path.is_file():
         raise ValueError(f"{path} is missing: is {run_dir} the directory of a fedcore run?")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path} is not valid JSON: {' '.join(str(exc).split())}") from exc
-    if not isinstance(data, dict) or not isinstance(data.get("algorithm"), str):
+    data = read_json_object(path)
+    if not isinstance(data.get("algorithm"), str):
         raise ValueError(f"{path} must be a JSON object with a string 'algorithm'")
     spec = get_algorithm(data["algorithm"])
     if not spec.resumable:

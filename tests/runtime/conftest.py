@@ -92,6 +92,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def join_args(config: Path, address: str, server_key: Path, keys: Path, k: int) -> list[str]:
+    """``fedcore join`` arguments of client ``k`` (keypair ``keys/client-k``) as a user types them."""
+    return ["join", str(config), "--server", address, "--server-key", str(server_key),
+            "--key", str(keys / f"client-{k}"), "--index", str(k)]  # fmt: skip
+
+
 def cli() -> str:
     """The installed ``fedcore`` command of this interpreter's environment."""
     return str(Path(sys.executable).with_name("fedcore"))

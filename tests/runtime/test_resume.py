@@ -23,7 +23,7 @@ from fedcore.config import read_toml
 from fedcore.runtime.checkpoint import load_checkpoint
 from fedcore.runtime.metrics import read_metrics
 
-from .conftest import TINY, cli, free_port, run_cli, with_transport, write_config
+from .conftest import TINY, cli, free_port, join_args, run_cli, with_transport, write_config
 from .test_serve_join import make_keys
 
 LEASE_S = 5.0
@@ -161,9 +161,7 @@ def test_run_killed_after_round_k_resumes_to_the_uninterrupted_weights(tmp_path,
 
 
 def join(config: Path, address: str, server_key: Path, keys: Path, k: int, cwd: Path, log: str) -> subprocess.Popen:
-    args = ["join", str(config), "--server", address, "--server-key", str(server_key),
-            "--key", str(keys / f"client-{k}"), "--index", str(k)]  # fmt: skip
-    return launch(args, cwd, log)
+    return launch(join_args(config, address, server_key, keys, k), cwd, log)
 
 
 def test_serve_killed_after_round_k_resumes_with_rejoined_clients(tmp_path, reference):

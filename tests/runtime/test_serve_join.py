@@ -14,7 +14,7 @@ from fedcore.algorithms import get_algorithm
 from fedcore.runtime import run_threads
 from fedcore.runtime.metrics import read_metrics
 
-from .conftest import TINY, free_port, run_cli, start, with_transport, write_config
+from .conftest import TINY, free_port, join_args, run_cli, start, with_transport, write_config
 
 
 def make_keys(root: Path, clients: int, *, by_cli: bool) -> tuple[Path, Path]:
@@ -47,24 +47,7 @@ def serve_and_join(tmp_path: Path, tables: dict, *, by_cli: bool = False, timeou
          "--out", str(tmp_path / "runs")],
         tmp_path,
     )  # fmt: skip
-    joins = [
-        start(
-            [
-                "join",
-                str(config),
-                "--server",
-                address,
-                "--server-key",
-                str(keys / "server.key"),
-                "--key",
-                str(keys / f"client-{k}"),
-                "--index",
-                str(k),
-            ],
-            tmp_path,
-        )  # fmt: skip
-        for k in range(clients)
-    ]
+    joins = [start(join_args(config, address, keys / "server.key", keys, k), tmp_path) for k in range(clients)]
     try:
         out, err = server.communicate(timeout=timeout)
         assert server.returncode == 0, err[-3000:]
@@ -103,24 +86,7 @@ def test_a_client_exits_with_one_line_when_the_server_dies(tmp_path):
     address = f"tcp://127.0.0.1:{free_port()}"
     server = start(["serve", str(config), "--bind", address, "--allow", str(allowed), "--out", str(tmp_path / "runs"),
                     "--key", str(keys / "server.key_secret")], tmp_path)  # fmt: skip
-    joins = [
-        start(
-            [
-                "join",
-                str(config),
-                "--server",
-                address,
-                "--server-key",
-                str(keys / "server.key"),
-                "--key",
-                str(keys / f"client-{k}"),
-                "--index",
-                str(k),
-            ],
-            tmp_path,
-        )  # fmt: skip
-        for k in range(2)
-    ]
+    joins = [start(join_args(config, address, keys / "server.key", keys, k), tmp_path) for k in range(2)]
     try:
         assert server.stdout is not None
         for line in server.stdout:  # the run is under way once both clients are in
