@@ -85,7 +85,8 @@ class ProgressEvent:
     done, the latest ``loss`` (nats/token), a ``label`` for a progress bar, and the method's own
     ``record`` of it (split: a ``StepReport``; BCD: a ``RoundRecord``; fibecfed/fedit: the round).
     ``checkpoint``: set at the end of each round by a server role that supports resume (see
-    ``Checkpoint``), None otherwise."""
+    ``Checkpoint``), None otherwise. A method whose progress unit is not the round (split: steps)
+    sends the checkpoint in an event of its own, with ``advance = 0`` and ``record = None``."""
 
     advance: int
     loss: float
