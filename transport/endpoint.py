@@ -83,8 +83,6 @@ class Endpoint(ABC):
         self._inbox_lock = threading.Lock()
         self.buffers = BufferPool(pinned=self.options.use_pinned)
         self._sending: list[Outgoing] = []  # fully queued, waiting for libzmq to release frames
-        self._unconfirmed: list[tuple[str | None, SendHandle]] = []  # (peer, handle) for flush()
-        self._unconfirmed_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -134,10 +132,6 @@ class Endpoint(ABC):
             chunk_bytes=self.options.chunk_bytes,
             max_bytes=self.options.max_transfer_bytes,
         )
-        with self._unconfirmed_lock:
-            if len(self._unconfirmed) >= 256:
-                self._unconfirmed = [(p, h) for p, h in self._unconfirmed if not h.acked.is_set()]
-            self._unconfirmed.append((peer, out.handle))
         self._commands.put(("send", peer, out))
         self._wake()
         return out.handle
@@ -146,15 +140,18 @@ class Endpoint(ABC):
         """Wait up to ``timeout`` s until every transfer queued so far to a peer still in the run
         was acknowledged (or failed); True when none is left. Call it before ``close``, which
         drops unsent data (LINGER 0): a run's last messages, its stop orders, then arrive."""
+        if self._closed:
+            return True  # close failed whatever was left: nothing waits for an ack any more
         deadline = time.monotonic() + timeout
-        with self._unconfirmed_lock:
-            pending, self._unconfirmed = self._unconfirmed, []
-        for peer, handle in pending:
-            if peer is not None and peer not in self._peers:
-                continue  # a peer that left cannot acknowledge
-            if not handle.acked.wait(max(0.0, deadline - time.monotonic())):
-                return False
-        return True
+        listed = threading.Event()
+        pending: list[SendHandle] = []
+        # commands run in order: by the time the I/O thread lists the peers' transfers, every
+        # earlier send sits in an outbox or awaits its ack (or failed: its peer is not connected)
+        self._commands.put(("flush", None, (listed, pending)))
+        self._wake()
+        if not listed.wait(timeout):
+            return False
+        return all(h.acked.wait(max(0.0, deadline - time.monotonic())) for h in pending)
 
     def recv(self, timeout: float | None = None) -> Message:
         """The next completed transfer. Raises ``PeerTimeout`` (a peer's lease ran out, or nothing
@@ -244,6 +241,11 @@ class Endpoint(ABC):
 
     def _handle_command(self, command: tuple) -> None:
         kind, peer_id, out = command
+        if kind == "flush":  # list what is not yet acknowledged (a peer that leaves fails its own)
+            listed, pending = out
+            pending.extend(o.handle for p in self._peers.values() for o in [*p.outbox, *p.unacked.values()])
+            listed.set()
+            return
         peer = self._route_for(peer_id)
         if peer is None:
             out.handle.fail(TransportError(f"unknown {self.peer_label} {peer_id!r}: not connected"))

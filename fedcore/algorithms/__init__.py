@@ -7,6 +7,8 @@ from .fedit import spec as _fedit_spec  # noqa: F401
 from .fibecfed import spec as _fibecfed_spec  # noqa: F401
 from .registry import (
     AlgorithmSpec,
+    BuiltProgressEvent,
+    Checkpoint,
     Progress,
     ProgressEvent,
     ReportTable,
@@ -22,6 +24,8 @@ from .split import spec as _split_spec  # noqa: F401  (each import registers its
 __all__ = [
     "AlgorithmSpec",
     "AllClientsLost",
+    "BuiltProgressEvent",
+    "Checkpoint",
     "Progress",
     "ProgressEvent",
     "ProtocolViolation",

@@ -84,9 +84,30 @@ class ProgressEvent:
     """What a server role reports as work completes: ``advance`` units of ``AlgorithmSpec.total``
     done, the latest ``loss`` (nats/token), a ``label`` for a progress bar, and the method's own
     ``record`` of it (split: a ``StepReport``; BCD: a ``RoundRecord``; fibecfed/fedit: the round).
-    ``checkpoint``: set at the end of each round by a server role that supports resume (see
-    ``Checkpoint``), None otherwise. A method whose progress unit is not the round (split: steps)
-    sends the checkpoint in an event of its own, with ``advance = 0`` and ``record = None``."""
+    ``checkpoint``: at the end of each round, a server role that supports resume (see
+    ``Checkpoint``) passes a function that builds the round's ``Checkpoint``, None otherwise.
+    Building one costs copies (and, for split, a message exchange with every client), so only a
+    callback that keeps it calls it, and only while it runs: the role goes on once the callback
+    returns. ``built()`` is the event with its checkpoint built. A method whose progress unit is
+    not the round (split: steps) sends the checkpoint in an event of its own, with
+    ``advance = 0`` and ``record = None``."""
+
+    advance: int
+    loss: float
+    label: str
+    record: Any = None
+    checkpoint: Callable[[], Checkpoint] | None = None
+
+    def built(self) -> BuiltProgressEvent:
+        """This event with ``checkpoint`` built (call within the progress callback)."""
+        ckpt = self.checkpoint() if self.checkpoint is not None else None
+        return BuiltProgressEvent(self.advance, self.loss, self.label, self.record, ckpt)
+
+
+@dataclass
+class BuiltProgressEvent:
+    """A ``ProgressEvent`` whose checkpoint was built (``ProgressEvent.built``): what a caller
+    keeps, e.g. a test comparing checkpoints or a runner saving them."""
 
     advance: int
     loss: float

@@ -2,9 +2,10 @@
 server here with one spawned process per client over CURVE on loopback (``run_processes``). Both
 build the roles through the registry, so the same config gives the same numbers on either.
 
-Checkpoints: given a ``run_dir`` (and ``output.checkpoint`` on), the runners save every
-``ProgressEvent.checkpoint`` the server role emits to ``<run_dir>/checkpoint/`` before passing the
-event on; given ``resume`` (a loaded ``Checkpoint``), they restore the server role from it first."""
+Checkpoints: given a ``run_dir`` (and ``output.checkpoint`` on), the runners build and save every
+``ProgressEvent.checkpoint`` the server role offers to ``<run_dir>/checkpoint/`` before passing the
+event on (without a ``run_dir``, none is built); given ``resume`` (a loaded ``Checkpoint``), they
+restore the server role from it first."""
 
 from __future__ import annotations
 
@@ -88,7 +89,7 @@ def server_role(
 
         def progress(event: ProgressEvent) -> None:
             if event.checkpoint is not None:
-                save_checkpoint(where, event.checkpoint)
+                save_checkpoint(where, event.checkpoint())
             if on_progress is not None:
                 on_progress(event)
 

@@ -79,9 +79,7 @@ class BlockClient:
                     self.trainer.load(msg.tensors, int(meta["drawn"]))
                     self.next_agg = int(meta["round"])
                     self.last_round = self.next_agg - 1
-                msg.release()
-                if op == "load":
-                    continue
+                msg.release()  # load copied what it needed
                 if op == "plan":
                     self.round(int(meta["round"]), int(meta["block"]), bool(meta["train"]))
                 elif op == "sync":
@@ -90,7 +88,7 @@ class BlockClient:
                     self.link.send_to(
                         "server", {}, {"op": "eval_result", "loss": self.trainer.evaluate()}, tag="control"
                     )
-                else:
+                elif op == "stop":
                     records = self.timeline.to_records()
                     bye = {"timeline": timeline_tensor(records)}
                     # wait until it was delivered: closing the link first could lose it

@@ -252,7 +252,7 @@ def bcd_server(config: BCDConfig, link: Any, peers: list[str], on_progress: Prog
 
     def on_record(rec: RoundRecord) -> None:
         if on_progress is not None:
-            ckpt = run.checkpoint() if run.server.resumable else None
+            ckpt = run.checkpoint if run.server.resumable else None  # built only by a caller that keeps it
             on_progress(ProgressEvent(1, rec.train_loss, f"round {rec.round + 1}/{config.rounds}", rec, ckpt))
 
     run.server.on_record = on_record

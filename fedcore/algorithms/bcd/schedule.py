@@ -23,7 +23,7 @@ class BlockSchedule:
         if num_blocks < 1:
             raise ValueError(f"num_blocks must be >= 1, got {num_blocks}")
         self.kind, self.num_blocks = kind, num_blocks
-        self._rng = random.Random(seed)
+        self.rng = random.Random(seed)  # the random schedule's stream (a checkpoint keeps its state)
 
     def block(self, rnd: int, scores: Sequence[float] | None = None) -> int:
         """Block of round ``rnd`` (call once per round, in order: ``random`` draws from a stream)."""
@@ -36,7 +36,7 @@ class BlockSchedule:
             if len(scores) != b:
                 raise ValueError(f"gradient schedule needs {b} block scores, got {len(scores)}")
             return max(range(b), key=lambda i: (scores[i], -i))
-        return self._rng.randrange(b)
+        return self.rng.randrange(b)
 
 
 def sample_participants(clients: Sequence[int], fraction: float, rng: random.Random) -> list[int]:

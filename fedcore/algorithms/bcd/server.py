@@ -170,7 +170,7 @@ class BCDServer:
             "algorithm": self.config.method,
             "clients": len(self.peers),
             "sampler_rng": python_rng_state(self.rng),
-            "schedule_rng": python_rng_state(self.schedule._rng),
+            "schedule_rng": python_rng_state(self.schedule.rng),
             "scores": self.scores,
             "version": self.version,
             "drawn": list(self.drawn),
@@ -219,7 +219,7 @@ class BCDServer:
         with torch.no_grad():
             for name, p in self.params.items():
                 p.copy_(params[name])
-        self.rng, self.schedule._rng, self.scores = sampler, schedule, scores
+        self.rng, self.schedule.rng, self.scores = sampler, schedule, scores
         self.version, self.drawn, self.records = int(st["version"]), [int(x) for x in st["drawn"]], records
         self.roster.active[:], self.roster.dropped = active, dropped
         self._reload = True

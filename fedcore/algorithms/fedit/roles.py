@@ -21,6 +21,7 @@ bit-for-bit those of the uninterrupted run (``lora.dropout = 0``, as for any two
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import random
@@ -155,7 +156,7 @@ class FedITServer:
         for t in range(len(result.round_loss), rounds):
             self.round(t, result)
             if self.on_progress is not None:
-                ckpt = self.checkpoint(result)
+                ckpt = functools.partial(self.checkpoint, result)  # built only by a caller that keeps it
                 self.on_progress(ProgressEvent(1, result.round_loss[-1], f"round {t + 1}/{rounds}", t, ckpt))
         result.eval_end = self.evaluate(rounds)
         for peer in self.peers:  # the dropped ones too, best effort: one still alive stops waiting

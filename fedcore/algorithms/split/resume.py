@@ -30,7 +30,7 @@ def split_checkpoint(role: SplitServerRole, rounds_done: int, result: SplitServe
     """The run after ``rounds_done`` rounds (call between rounds: it asks every client for its state)."""
     peers = role.clients
     tensors = {BODY + n: t.to("cpu") for n, t in lora_state(role.parts.body).items()}
-    tensors.update({AVG + n: t.detach().to("cpu", copy=True) for n, t in role._last_avg.items()})
+    tensors.update({AVG + n: t.detach().to("cpu", copy=True) for n, t in role.last_average.items()})
     opt_tensors, opt_info = optimizer_state(role.parts.optimizer, role.parts.scheduler)
     tensors.update({SERVER + n: t for n, t in opt_tensors.items()})
     clients: dict[str, Any] = {}

@@ -147,6 +147,11 @@ class SplitServerRole:
             self.drop_if_gone(exc, done.peer)
             return []
 
+    @property
+    def last_average(self) -> dict[str, torch.Tensor]:
+        """The latest head/tail LoRA average: what every client in the run holds between rounds."""
+        return self._last_avg
+
     def client_states(self) -> dict[str, tuple[dict[str, torch.Tensor], dict[str, Any]]]:
         """Each client's state beyond its LoRA (``SplitClientRole.state``), between rounds, for a
         checkpoint: peer -> (tensors, JSON). A client lost meanwhile is dropped and left out."""
@@ -180,11 +185,7 @@ class SplitServerRole:
             msg = self._serve_until_or_drop("loaded")
             if msg is not None:
                 loaded.add(msg.peer)
-        for peer in self.dropped:
-            try:
-                self.link.send_to(peer, {}, {"op": "stop"}, tag="control")
-            except TransportError:
-                pass
+        self.stop_dropped()
 
     def _send_or_drop(self, peer: str, tensors: dict, meta: dict, *, tag: str = "control") -> None:
         try:
@@ -207,6 +208,11 @@ class SplitServerRole:
         dropped for silence may still be alive and waiting)."""
         for peer in self.active:
             self.link.send_to(peer, {}, {"op": "stop"}, tag="control")
+        self.stop_dropped()
+
+    def stop_dropped(self) -> None:
+        """Best effort: tell every dropped client to stop (one dropped for silence, or the
+        restarted process of one, may be alive and waiting)."""
         for peer in self.dropped:
             try:
                 self.link.send_to(peer, {}, {"op": "stop"}, tag="control")

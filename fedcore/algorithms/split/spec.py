@@ -79,7 +79,9 @@ class SplitServer:
         if on_progress is not None and config.split.mode == "sequential":
 
             def on_round(rnd: int, result: SplitServerResult) -> None:  # a checkpoint after every round
-                ckpt = split_checkpoint(self.role, rnd + 1, result, time.perf_counter() - self.t0)
+                def ckpt() -> Checkpoint:  # asks the clients for their state: only when kept
+                    return split_checkpoint(self.role, rnd + 1, result, time.perf_counter() - self.t0)
+
                 loss = result.reports[-1].loss if result.reports else float("nan")
                 on_progress(ProgressEvent(0, loss, f"round {rnd + 1}/{rounds}", None, ckpt))
 

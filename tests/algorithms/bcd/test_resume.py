@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from fedcore.algorithms.bcd import tiny_bcd_config
-from fedcore.algorithms.registry import ProgressEvent
+from fedcore.algorithms.registry import BuiltProgressEvent
 from fedcore.runtime import run_threads
 from fedcore.runtime.checkpoint import load_checkpoint, save_checkpoint
 
@@ -28,8 +28,8 @@ def rounds_of(outcome) -> list[dict]:
 @pytest.mark.parametrize("schedule", ["random", "gradient"])
 def test_a_restored_server_finishes_as_the_uninterrupted_run(tmp_path, schedule):
     config = tiny_bcd_config(method="fedbcd", rounds=ROUNDS, participation=0.6, schedule=schedule)
-    events: list[ProgressEvent] = []
-    full = run_threads(config, on_progress=events.append)
+    events: list[BuiltProgressEvent] = []
+    full = run_threads(config, on_progress=lambda e: events.append(e.built()))
     ckpts = [e.checkpoint for e in events]
     assert [c.round for c in ckpts] == list(range(1, ROUNDS + 1))
     save_checkpoint(tmp_path, ckpts[1])  # after round 2, through the disk
@@ -45,8 +45,8 @@ def test_a_restored_server_finishes_as_the_uninterrupted_run(tmp_path, schedule)
 
 def test_a_checkpoint_that_does_not_fit_is_refused(tmp_path):
     config = tiny_bcd_config(method="fedbcd", rounds=3)
-    events: list[ProgressEvent] = []
-    run_threads(config, on_progress=events.append)
+    events: list[BuiltProgressEvent] = []
+    run_threads(config, on_progress=lambda e: events.append(e.built()))
     ckpt = events[0].checkpoint
     assert ckpt is not None
     other = dataclasses.replace(config, clients=2)
@@ -60,11 +60,11 @@ def test_a_checkpoint_that_does_not_fit_is_refused(tmp_path):
 @pytest.mark.parametrize("method", ["parablock", "fedcybgd"])
 def test_methods_with_client_held_state_do_not_checkpoint_or_resume(method):
     config = tiny_bcd_config(method=method, rounds=2)
-    events: list[ProgressEvent] = []
-    run_threads(config, on_progress=events.append)
+    events: list[BuiltProgressEvent] = []
+    run_threads(config, on_progress=lambda e: events.append(e.built()))
     assert events and all(e.checkpoint is None for e in events)
     fake = tiny_bcd_config(method="fedbcd", rounds=2)
-    fedbcd_events: list[ProgressEvent] = []
-    run_threads(fake, on_progress=fedbcd_events.append)
+    fedbcd_events: list[BuiltProgressEvent] = []
+    run_threads(fake, on_progress=lambda e: fedbcd_events.append(e.built()))
     with pytest.raises(ValueError, match="does not support resume"):
         run_threads(config, resume=fedbcd_events[0].checkpoint)

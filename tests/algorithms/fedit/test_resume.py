@@ -13,7 +13,7 @@ import torch
 
 from fedcore.algorithms.fedit import FedITClient, FedITConfig, FedITResult, FedITServer
 from fedcore.algorithms.fedit.roles import GLOBAL
-from fedcore.algorithms.registry import Checkpoint, ProgressEvent
+from fedcore.algorithms.registry import BuiltProgressEvent, Checkpoint
 from fedcore.algorithms.threads import serve_in_threads
 from fedcore.config import DataConfig, ModelConfig, TrainConfig
 from fedcore.runtime.checkpoint import load_checkpoint, save_checkpoint
@@ -50,7 +50,7 @@ def run(
     config: FedITConfig,
     *,
     restore: Checkpoint | None = None,
-    events: list[ProgressEvent] | None = None,
+    events: list[BuiltProgressEvent] | None = None,
     sent: list | None = None,
     client_class: type = FedITClient,
     clients: list | None = None,
@@ -58,7 +58,7 @@ def run(
     """One run over threads: fresh server (restored from ``restore``) and fresh clients."""
 
     def server(link: Any, peers: list[str]) -> FedITServer:
-        progress = events.append if events is not None else None
+        progress = (lambda e: events.append(e.built())) if events is not None else None
         s = FedITServer(config, SentLog(link, sent if sent is not None else []), peers, progress)
         if restore is not None:
             s.restore(restore)
@@ -91,11 +91,11 @@ def assert_same_run(a: FedITResult, b: FedITResult) -> None:
 
 
 @pytest.fixture(scope="module")
-def reference() -> tuple[FedITResult, list[ProgressEvent]]:
+def reference() -> tuple[FedITResult, list[BuiltProgressEvent]]:
     """The uninterrupted run (no progress callback), and a second one's progress events."""
     config = tiny()
     plain = run(config)
-    events: list[ProgressEvent] = []
+    events: list[BuiltProgressEvent] = []
     second = run(config, events=events)
     assert_same_run(plain, second)  # emitting checkpoints changes nothing
     return plain, events
@@ -121,7 +121,7 @@ def test_a_resumed_run_ends_as_the_uninterrupted_one(reference):
     plain, events = reference
     config = tiny()
     sent: list = []
-    resumed_events: list[ProgressEvent] = []
+    resumed_events: list[BuiltProgressEvent] = []
     resumed = run(config, restore=events[1].checkpoint, events=resumed_events, sent=sent)
     assert_same_run(plain, resumed)
     assert ("eval", -1) not in sent and ("eval", ROUNDS) in sent  # round -1's evaluation is not redone
@@ -160,7 +160,7 @@ class Crashing(FedITClient):
 
 def test_the_roster_is_restored_and_a_dropped_clients_fresh_process_is_let_go():
     config = tiny(rounds=3, participation=1.0)
-    events: list[ProgressEvent] = []
+    events: list[BuiltProgressEvent] = []
     plain = run(config, events=events, client_class=Crashing)
     assert list(plain.dropped) == [2] and plain.included[1:] == [[0, 1], [0, 1]]
     ckpt = events[0].checkpoint

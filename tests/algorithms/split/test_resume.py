@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from fedcore.algorithms import get_algorithm
-from fedcore.algorithms.registry import ProgressEvent
+from fedcore.algorithms.registry import BuiltProgressEvent
 from fedcore.runtime import run_threads
 from fedcore.runtime.checkpoint import load_checkpoint, save_checkpoint
 
@@ -28,8 +28,8 @@ TABLES = {
 
 
 def checkpoints(config, **kw) -> tuple[list, object]:
-    events: list[ProgressEvent] = []
-    outcome = run_threads(config, on_progress=events.append, **kw)
+    events: list[BuiltProgressEvent] = []
+    outcome = run_threads(config, on_progress=lambda e: events.append(e.built()), **kw)
     assert not outcome.client_errors
     return [e.checkpoint for e in events if e.checkpoint is not None], outcome
 
