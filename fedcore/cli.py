@@ -31,6 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--allow", help="allow-list directory of client public keys (fedcore keys allow)")
     serve.add_argument("--key", help="the server's NAME.key_secret (default: a new keypair in the run directory)")
     serve.add_argument("--wait-s", type=float, default=600.0, help="how long to wait for every client (s)")
+    serve.add_argument(
+        "--min-clients", type=int, help="after --wait-s, start with at least this many clients (default: all)"
+    )
     serve.add_argument("--out", help="output directory (overrides [output] dir)")
     serve.add_argument("--resume", metavar="RUN_DIR", help="go on from RUN_DIR's checkpoint (no config argument)")
     join = sub.add_parser("join", help="run exactly one client of a job against a server")
@@ -61,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         return _keys(args)
     from fedcore.runtime import load_job_config, resume_point, run_job
     from fedcore.runtime.serve import join, serve
+    from fedcore.transport import PeerTimeout
 
     try:
         resume_dir = getattr(args, "resume", None)
@@ -85,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                 allow_dir=args.allow,
                 server_key=args.key,
                 hello_timeout_s=args.wait_s,
+                min_clients=args.min_clients,
                 run_dir=run_dir,
                 resume=resume,
             )
@@ -93,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"fedcore {args.command}: {err}", file=sys.stderr)
         return 2
+    except PeerTimeout as err:  # serve: too few clients joined in time
+        print(f"fedcore {args.command}: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -154,9 +154,10 @@ class AlgorithmSpec:
     ``on_progress`` advances; ``describe(config)`` one line for the start of a run; ``fixed``
     holds config fields the name implies (FedBCD and ParaBlock share BCDConfig: ``method``).
     ``resumable``: the server role follows ``Checkpoint``'s resume protocol (``fedcore run
-    --resume`` and ``fedcore serve --resume`` accept the method; its ``restore`` may still refuse
-    a config, e.g. a split mode); a checkpoint's ``state["progress"]`` says how much of ``total``
-    it had done (default: its rounds)."""
+    --resume`` and ``fedcore serve --resume`` accept the method); ``resume_refusal(config)`` says
+    why a config of it cannot resume (None: it can), checked before anything starts; a
+    checkpoint's ``state["progress"]`` says how much of ``total`` it had done (default: its
+    rounds)."""
 
     name: str
     config_class: type
@@ -167,6 +168,7 @@ class AlgorithmSpec:
     describe: Callable[[Any], str] = lambda config: ""
     fixed: dict[str, Any] = field(default_factory=dict)
     resumable: bool = False
+    resume_refusal: Callable[[Any], str | None] = lambda config: None
 
     def config_from_dict(self, data: dict[str, Any]) -> Any:
         """The config of a TOML file's tables (``algorithm`` names this spec)."""

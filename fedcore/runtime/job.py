@@ -70,7 +70,11 @@ def resume_point(run_dir: str | Path) -> tuple[Any, Checkpoint]:
         raise ValueError(f"algorithm {spec.name!r} does not support resume yet (resumable: {', '.join(can)})")
     if (run_dir / "metrics.jsonl").exists():
         raise ValueError(f"{run_dir} finished (it has metrics.jsonl); nothing to resume")
-    return spec.config_from_dict(data), load_checkpoint(run_dir)
+    config = spec.config_from_dict(data)
+    why = spec.resume_refusal(config)
+    if why is not None:
+        raise ValueError(why)
+    return config, load_checkpoint(run_dir)
 
 
 def progress_done(resume: Checkpoint | None) -> int:

@@ -119,12 +119,17 @@ def await_hellos(
     *,
     procs: list[subprocess.Popen] | None = None,
     timeout: float = 180.0,
+    min_clients: int | None = None,
     say: Callable[[str], None] = lambda line: None,
 ) -> list[str]:
     """Peer ids of ``clients`` clients, in client order, once each said hello (``meta["client"]``:
     its index). A hello with an index out of range or already taken is refused (logged, ignored).
-    ``procs``: the local client processes, whose early exit fails the wait at once; ``say`` gets a
-    line per event (``fedcore serve`` prints them)."""
+    ``min_clients``: when ``timeout`` passes with at least that many connected, go on without the
+    others; their places hold ``absent_peer(k)`` ids (``absent_peers`` lists them). ``procs``: the
+    local client processes, whose early exit fails the wait at once; ``say`` gets a line per event
+    (``fedcore serve`` prints them)."""
+    if min_clients is not None and not 1 <= min_clients <= clients:
+        raise ValueError(f"--min-clients must be in [1, {clients}] for this config, got {min_clients}")
     peers: dict[int, str] = {}
     deadline = time.monotonic() + timeout
     while len(peers) < clients:
@@ -132,7 +137,12 @@ def await_hellos(
         if dead:
             raise RuntimeError(f"client process(es) {dead} exited before connecting (their stderr is above)")
         if time.monotonic() > deadline:
-            raise PeerTimeout(f"only {len(peers)} of {clients} clients connected within {timeout} s")
+            if min_clients is not None and len(peers) >= min_clients:
+                missing = [k for k in range(clients) if k not in peers]
+                say(f"starting with {len(peers)} of {clients} clients; not joined: {missing}")
+                return [peers.get(k, absent_peer(k)) for k in range(clients)]
+            need = f"{clients}" if min_clients is None else f"{min_clients} (--min-clients) of {clients}"
+            raise PeerTimeout(f"only {len(peers)} clients connected within {timeout} s; the run needs {need}")
         try:
             msg = server.recv(timeout=1.0)
         except PeerTimeout:
@@ -147,6 +157,19 @@ def await_hellos(
             say(f"client {index} connected ({len(peers)}/{clients})")
         msg.release()
     return [peers[k] for k in range(clients)]
+
+
+ABSENT = "absent:"  # the peer-id prefix of a client that did not join before the run started
+
+
+def absent_peer(index: int) -> str:
+    """The placeholder peer id of client ``index`` when it did not join (no real peer has it)."""
+    return f"{ABSENT}{index}"
+
+
+def absent_peers(peers: list[str]) -> list[str]:
+    """The placeholders among ``peers`` (``await_hellos`` with ``min_clients``)."""
+    return [p for p in peers if p.startswith(ABSENT)]
 
 
 def kill_leftovers(procs: list[subprocess.Popen]) -> None:

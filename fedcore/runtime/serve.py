@@ -18,7 +18,7 @@ from fedcore.transport import Server, load_keypair, save_keypair
 
 from .child import run_client
 from .job import loss_progress, new_run_dir, progress_done, write_outputs, write_run_config
-from .processes import await_hellos, transport_options
+from .processes import absent_peers, await_hellos, transport_options
 from .runner import _outcome, server_role
 
 
@@ -29,13 +29,16 @@ def serve(
     allow_dir: str | None = None,
     server_key: str | None = None,
     hello_timeout_s: float = 600.0,
+    min_clients: int | None = None,
     console: Console | None = None,
     run_dir: Path | None = None,
     resume: Checkpoint | None = None,
 ) -> Path:
     """Bind at ``bind`` (default ``transport.bind``), print the address and the server's public key
-    file, wait for the config's ``num_clients`` clients, run the method's server, write the run's
-    outputs; returns the run directory. ``server_key``: a ``.key_secret`` file (default: the
+    file, wait for the config's ``num_clients`` clients (or, with ``min_clients``, for at least
+    that many once ``hello_timeout_s`` passed: the others are out of the run from its start, as
+    dropped clients; one that connects later is not admitted), run the method's server, write the
+    run's outputs; returns the run directory. ``server_key``: a ``.key_secret`` file (default: the
     keypair in ``<run_dir>/keys``, made on first use, so a resumed server keeps its key);
     ``allow_dir``: the client keys admitted (CURVE needs it). ``resume``: a checkpoint of
     ``run_dir`` to go on from (``resume_point``); clients join again as at the start."""
@@ -71,10 +74,13 @@ def serve(
         console.print(
             f"listening at {server.address}" + (f"; server public key {public}" if public else " (plaintext)")
         )
+        least = "" if min_clients is None else f", at least {min_clients} after {hello_timeout_s:g} s"
         console.print(
-            f"waiting for {config.num_clients} clients (fedcore join ... --index 0..{config.num_clients - 1})"
+            f"waiting for {config.num_clients} clients{least} (fedcore join ... --index 0..{config.num_clients - 1})"
         )
-        peers = await_hellos(server, config.num_clients, timeout=hello_timeout_s, say=console.print)
+        peers = await_hellos(
+            server, config.num_clients, timeout=hello_timeout_s, min_clients=min_clients, say=console.print
+        )
         with loss_progress(console) as progress:
             done = progress_done(resume)
             task = progress.add_task("training", total=spec.total(config) or None, completed=done, loss=float("nan"))
@@ -84,6 +90,7 @@ def serve(
 
             t0 = time.perf_counter()
             role = server_role(spec, config, server, peers, on_progress, run_dir=run_dir, resume=resume)
+            leave_out(role, absent_peers(peers), spec.name)
             result = role.run()
         server.flush(timeout=min(5.0, t.lease_s))  # the stop orders reach the clients before close
         outcome = _outcome(spec, config, result, server.stats(), "zmq+curve" if t.curve else "zmq", t0)
@@ -91,6 +98,18 @@ def serve(
         server.close()
     write_outputs(config, outcome, run_dir, console)
     return run_dir
+
+
+def leave_out(role: Any, peers: list[str], name: str) -> None:
+    """Take ``peers`` (clients that did not join) out of ``role``'s run before it starts, as
+    dropped clients (its ``roster``: every registered method's server role has one)."""
+    if not peers:
+        return
+    roster = getattr(role, "roster", None)
+    if roster is None:
+        raise ValueError(f"algorithm {name!r} has no roster of clients: it cannot start without all of them")
+    for peer in peers:
+        roster.drop(peer, "did not join before the run started")
 
 
 def join(config: Any, *, server: str, server_key: str | None, key: str | None, index: int) -> int:

@@ -1,8 +1,8 @@
 """Resume through the command line: kill -9 the server after round k, resume the run directory
 (`fedcore run --resume` / `fedcore serve --resume`), and the final global weights and the losses
-are bit-for-bit those of an uninterrupted run (fedit, fedbcd, split sequential); a truncated or
-missing checkpoint, a finished run and a method without resume are refused with one line and
-exit code 2."""
+are bit for bit those of an uninterrupted run (fedit, fedbcd, parablock, fedcybgd, fibecfed,
+split sequential). A truncated or missing checkpoint, a finished run and
+a config its method cannot resume are refused with one line and exit code 2."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import torch
 
 from fedcore.algorithms import get_algorithm
 from fedcore.config import read_toml
+from fedcore.runtime import run_threads
 from fedcore.runtime.checkpoint import load_checkpoint
 from fedcore.runtime.metrics import read_metrics
 
@@ -52,7 +53,28 @@ SPLIT = with_transport(
     curve=True,
     lease_s=LEASE_S,
 )  # sequential, int8+noise on h_A: the codec's noise stream must survive the restart too
-CONFIGS = {"fedit": FEDIT, "fedbcd": FEDBCD, "split": SPLIT}
+BCD = {  # ParaBlock with the gradient schedule: the block scores must survive the restart too
+    method: with_transport(
+        {**TINY[method], "clients": 3, "rounds": ROUNDS, "participation": 0.67, "local_steps": 3, **extra},
+        kind="zmq",
+        curve=True,
+        lease_s=LEASE_S,
+    )
+    for method, extra in (("parablock", {"schedule": "gradient"}), ("fedcybgd", {}))
+}
+FIBECFED = with_transport(
+    {**TINY["fibecfed"], "clients": 3, "per_round": 2, "rounds": ROUNDS, "eval_clients": 2},
+    kind="zmq",
+    curve=True,
+    lease_s=LEASE_S,
+)
+CONFIGS = {
+    "fedit": FEDIT,
+    "fedbcd": FEDBCD,
+    **BCD,
+    "fibecfed": FIBECFED,
+    "split": SPLIT,  # the other split modes: tests/algorithms/split/test_resume.py (thread runner)
+}
 
 
 def launch(args: list[str], cwd: Path, log: str) -> subprocess.Popen:
@@ -225,9 +247,15 @@ def test_a_damaged_or_finished_run_is_refused_with_one_line(tmp_path, reference)
     one_line_refusal(["run", str(tmp_path / "x.toml"), "--resume", str(broken)], tmp_path, "drop the config")
 
 
-def test_a_method_without_resume_is_refused_with_one_line(tmp_path):
+def test_a_config_its_method_cannot_resume_is_refused_with_one_line(tmp_path):
+    """ParaBlock resumes with staleness 1 only: a run directory of staleness 2 (holding a
+    staleness-1 checkpoint) is refused by both commands before any client starts."""
     run_dir = tmp_path / "parablock-run"
-    run_dir.mkdir()
     spec = get_algorithm("parablock")
-    (run_dir / "config.json").write_text(json.dumps(spec.config_to_dict(spec.config_from_dict(TINY["parablock"]))))
-    one_line_refusal(["run", "--resume", str(run_dir)], tmp_path, "'parablock' does not support resume yet")
+    run_threads(spec.config_from_dict({**TINY["parablock"], "rounds": 3}), run_dir=run_dir)
+    stale = spec.config_from_dict({**TINY["parablock"], "rounds": 3, "staleness": 2})
+    (run_dir / "config.json").write_text(json.dumps(spec.config_to_dict(stale)))
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    for args in (["run"], ["serve", "--allow", str(allowed), "--bind", f"tcp://127.0.0.1:{free_port()}"]):
+        one_line_refusal([*args, "--resume", str(run_dir)], tmp_path, "parablock resumes with staleness = 1 only")

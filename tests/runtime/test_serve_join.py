@@ -1,9 +1,13 @@
 """`fedcore serve` and N x `fedcore join` as separate OS processes through the command line, on
 loopback, as a user on several hosts would run them: keys made with `fedcore keys`, the same config
-file on every "host", and the same losses as the fedcore-launched run of that config."""
+file on every "host", and the same losses as the fedcore-launched run of that config; with
+--min-clients a run starts without the clients that did not join."""
 
 from __future__ import annotations
 
+import json
+import math
+import subprocess
 import time
 from pathlib import Path
 
@@ -123,3 +127,51 @@ def test_join_refuses_bad_arguments_with_one_line(tmp_path):
         done = run_cli(["join", str(config), "--server", "tcp://127.0.0.1:1", *args], tmp_path)
         assert done.returncode == 2 and message in done.stderr, done.stderr
         assert len(done.stderr.strip().splitlines()) == 1
+
+
+def serve_some(tmp_path: Path, tables: dict, joined: list[int], extra: list[str]) -> tuple[subprocess.Popen, list]:
+    """`fedcore serve` with ``extra`` arguments and `fedcore join` for the clients ``joined`` only."""
+    clients = get_algorithm(tables["algorithm"]).config_from_dict(tables).num_clients
+    config = write_config(tmp_path / "job.toml", with_transport(tables, kind="zmq", curve=True, lease_s=20.0))
+    keys, allowed = make_keys(tmp_path, clients, by_cli=False)
+    address = f"tcp://127.0.0.1:{free_port()}"
+    server = start(["serve", str(config), "--bind", address, "--allow", str(allowed), "--out", str(tmp_path / "runs"),
+                    "--key", str(keys / "server.key_secret"), *extra], tmp_path)  # fmt: skip
+    joins = [start(join_args(config, address, keys / "server.key", keys, k), tmp_path) for k in joined]
+    return server, joins
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_min_clients_starts_without_the_ones_that_did_not_join(tmp_path, name):
+    """--min-clients 1 of 2 and --wait-s 3: only client 0 joins; the run starts at the deadline
+    with client 1 out of it from the start (reported dropped) and ends normally."""
+    server, joins = serve_some(tmp_path, TINY[name], [0], ["--min-clients", "1", "--wait-s", "3"])
+    try:
+        out, err = server.communicate(timeout=240)
+        assert server.returncode == 0, err[-3000:]
+        _, jerr = joins[0].communicate(timeout=60)
+        assert joins[0].returncode == 0, jerr[-3000:]
+    finally:
+        for p in (server, *joins):
+            if p.poll() is None:
+                p.kill()
+            p.communicate()
+    assert "starting with 1 of 2 clients; not joined: [1]" in out
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    (summary,) = [r for r in read_metrics(run_dir / "metrics.jsonl") if r["type"] == "summary"]
+    assert json.dumps(summary).count("did not join before the run started") >= 1, summary
+    assert any(isinstance(x, float) and math.isfinite(x) for x in summary["losses"]), summary["losses"]
+
+
+def test_too_few_clients_is_one_line_and_exit_code_1(tmp_path):
+    server, joins = serve_some(tmp_path, TINY["fedit"], [0], ["--min-clients", "2", "--wait-s", "3"])
+    try:
+        _, err = server.communicate(timeout=60)
+    finally:
+        for p in (server, *joins):
+            if p.poll() is None:
+                p.kill()
+            p.communicate()
+    assert server.returncode == 1, err
+    want = "fedcore serve: only 1 clients connected within 3.0 s; the run needs 2 (--min-clients) of 2"
+    assert err.strip().splitlines() == [want]

@@ -13,6 +13,14 @@ the local model is the server's global model through aggregate t-k plus eta time
 own updates of rounds t-k+1..t (``expected_local``): Eq. 3-4, checked in the tests every round.
 On ``sync`` it uploads its last update and applies every aggregate still due: then it equals
 the global model.
+
+The client keeps its own copy of that global model (``global_params``, updated with exactly the
+server's additions, so it is the server's bit for bit) and rebuilds the blocks an update touched
+as ``global + eta * (own updates in round order)``. The local model is then a function of the
+global model and the updates in flight, exactly Eq. 3-4 and nothing of the order in which the
+corrections came: no rounding drift from the server's model, and a ParaBlock checkpoint (the
+global model and the updates in flight) restores the client bit for bit. It costs one more copy
+of the block parameters.
 """
 
 from __future__ import annotations
@@ -26,7 +34,8 @@ import torch
 from fedcore.transport.overlap import OverlappedSender
 
 from ..mailbox import Mailbox, op_is
-from .local import BlockTrainer, ParamDict, add_scaled_
+from .local import BlockTrainer, ParamDict, add_scaled_, snapshot
+from .server import PENDING
 from .timeline import Timeline, timeline_tensor
 
 
@@ -63,6 +72,8 @@ class BlockClient:
         self.pending: dict[int, tuple[int, ParamDict]] = {}  # round -> (block, Delta^i) not yet aggregated
         self.unsent: dict[int, tuple[int, ParamDict, dict[str, Any]]] = {}  # round -> upload not yet sent
         self.next_agg = 0  # the next round whose aggregate this client applies
+        # ParaBlock: the global model through aggregate next_agg - 1 (the local model is rebuilt from it)
+        self.global_params = snapshot(trainer.params, trainer.params) if staleness else None
         self.last_round = -1
         self._comm = ThreadPoolExecutor(1, thread_name_prefix=f"fedcore-bcd-comm-{index}") if staleness else None
         # uploads: CUDA deltas are staged through two pinned slots on a side stream (double buffering)
@@ -76,9 +87,7 @@ class BlockClient:
                 msg = self.mail.get(lambda m: m.meta.get("op") in ("plan", "sync", "eval", "load", "stop"))
                 op, meta = msg.meta["op"], msg.meta
                 if op == "load":  # a resumed server: its global model, where this stream was, the next round
-                    self.trainer.load(msg.tensors, int(meta["drawn"]))
-                    self.next_agg = int(meta["round"])
-                    self.last_round = self.next_agg - 1
+                    self.load(msg.tensors, meta)
                 msg.release()  # load copied what it needed
                 if op == "plan":
                     self.round(int(meta["round"]), int(meta["block"]), bool(meta["train"]))
@@ -99,13 +108,32 @@ class BlockClient:
                 self._comm.shutdown(wait=False)
             self.sender.close()
 
+    def load(self, tensors: ParamDict, meta: dict[str, Any]) -> None:
+        """A resumed server's first message: the global model, the stream position, the next
+        aggregate due and (ParaBlock) this client's update still in flight, ``pending/<name>``
+        with its upload's meta, applied again and uploaded with the next round's plan."""
+        model = {n: t for n, t in tensors.items() if not n.startswith(PENDING)}
+        self.trainer.load(model, int(meta["drawn"]))
+        self.next_agg, self.last_round = int(meta["next_agg"]), int(meta["last_round"])
+        self.pending.clear()
+        self.unsent.clear()
+        if self.global_params is not None:
+            self.global_params = snapshot(self.trainer.params, self.trainer.params)
+        upload = meta.get("pending")
+        if upload is not None:
+            delta = {n[len(PENDING) :]: t.clone() for n, t in tensors.items() if n.startswith(PENDING)}
+            rnd, block = int(upload["round"]), int(upload["block"])
+            self.pending[rnd] = (block, delta)
+            self.unsent[rnd] = (block, delta, dict(upload))
+            self.rebuild(delta)
+
     def round(self, t: int, block: int, train: bool) -> None:
         self.last_round = t
         if self.staleness == 0:
             delta = self.compute(t, block) if train else None
             agg = self.communicate(t, send=t, wait=t)
             with self.timeline.span(self.who, "apply", t):
-                self.apply_aggregate(agg, own=None)
+                self.apply_aggregate(agg)
         else:
             assert self._comm is not None
             comm = self._comm.submit(self.communicate, t, send=t - 1, wait=t - self.staleness)
@@ -114,10 +142,17 @@ class BlockClient:
             finally:
                 agg = comm.result()
             with self.timeline.span(self.who, "apply", t):
+                touched: list[ParamDict] = []
                 if delta is not None:
-                    add_scaled_(self.trainer.params, delta, self.eta)
                     self.pending[t] = (block, delta)
-                self.apply_aggregate(agg, own=self.pending.pop(agg.meta["round"], None) if agg else None)
+                    touched.append(delta)
+                if agg is not None:
+                    own = self.pending.pop(agg.meta["round"], None)
+                    touched += [agg.tensors] + ([own[1]] if own else [])
+                    self.apply_to_global(agg)
+                self.rebuild(*touched)
+                if agg is not None:
+                    agg.release()
         if self.on_round is not None:
             self.on_round(self, t)
 
@@ -128,8 +163,14 @@ class BlockClient:
             self.send_upload(t - 1)
             aggs = [self.receive_aggregate(s) for s in range(self.next_agg, t)]
         with self.timeline.span(self.who, "apply", t):
+            touched: list[ParamDict] = []
             for agg in aggs:
-                self.apply_aggregate(agg, own=self.pending.pop(agg.meta["round"], None))
+                own = self.pending.pop(agg.meta["round"], None)
+                touched += [agg.tensors] + ([own[1]] if own else [])
+                self.apply_to_global(agg)
+            self.rebuild(*touched)
+            for agg in aggs:
+                agg.release()
         if self.on_round is not None:
             self.on_round(self, t)
 
@@ -165,15 +206,28 @@ class BlockClient:
 
     # ---- updates
     @torch.no_grad()
-    def apply_aggregate(self, agg: Any, *, own: tuple[int, ParamDict] | None) -> None:
-        """theta[b_s] += eta * (Delta_s - Delta_s^i); ``own`` = (block, Delta_s^i) or None."""
-        if agg is None:
-            return
+    def apply_aggregate(self, agg: Any) -> None:
+        """FedBCD: theta[b_t] += eta * Delta_t, the server's own addition (so both stay equal)."""
         if agg.tensors:
             add_scaled_(self.trainer.params, agg.tensors, self.eta)
-        if own is not None:
-            add_scaled_(self.trainer.params, own[1], -self.eta)
         agg.release()
+
+    def apply_to_global(self, agg: Any) -> None:
+        """ParaBlock: the client's copy of the global model += eta * Delta_s, as the server does."""
+        assert self.global_params is not None
+        if agg.tensors:
+            add_scaled_(self.global_params, agg.tensors, self.eta)
+
+    @torch.no_grad()
+    def rebuild(self, *touched: ParamDict) -> None:
+        """Local = global + eta * (own updates in flight, in round order), on the names in
+        ``touched`` (an update or aggregate that just changed them); the rest is unchanged."""
+        assert self.global_params is not None
+        names = {n for d in touched for n in d}
+        for n in names:
+            self.trainer.params[n].copy_(self.global_params[n])
+        for _, delta in self.pending.values():  # dicts keep insertion (= round) order
+            add_scaled_(self.trainer.params, {n: d for n, d in delta.items() if n in names}, self.eta)
 
 
 def expected_local(global_params: ParamDict, pending: dict[int, tuple[int, ParamDict]], eta: float) -> ParamDict:

@@ -9,15 +9,23 @@ other changed blocks whole, or with layer drop and pruning when compression is o
 trains its responsible block for K steps and uploads only that block's change, and the server
 applies it (theta[b] += eta * Delta^i) before the next client's turn. Download and upload bytes
 are counted per round.
+
+Resume: the server mirrors what every client holds, so a checkpoint (FedBCD's state plus each
+client's mirror, ``mirror/<i>/<name>``, and the download sampler's RNG) puts a fresh client back
+exactly: its first message is ``load`` with its mirror and its stream position.
 """
 
 from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
+from fedcore.aggregate import mismatch
+
 from ..mailbox import Mailbox
+from ..registry import Checkpoint, python_rng_state, restore_python_rng
 from .compress import apply_download, encode_download
 from .local import BlockTrainer, ParamDict, add_scaled_, snapshot
 from .schedule import sample_participants
@@ -36,8 +44,6 @@ def responsible_blocks(clients: int, num_blocks: int, *, seed: int) -> list[int]
 class FedCyBGDServer(BCDServer):
     """The cyclic server; ``records[r].block`` is -1 (each turn has its own block)."""
 
-    resumable = False  # the clients hold blocks the server does not (their own responsible block)
-
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.pi = responsible_blocks(len(self.peers), len(self.blocks), seed=self.config.seed)
@@ -46,7 +52,9 @@ class FedCyBGDServer(BCDServer):
         self.turn_rng = random.Random(self.config.seed + 29)
 
     def run(self) -> list[RoundRecord]:
-        for r in range(self.config.rounds):
+        if self._reload:
+            self.reload_clients()
+        for r in range(len(self.records), self.config.rounds):
             start = time.perf_counter()
             order = sample_participants(self.active, self.config.participation, self.rng)
             self.rng.shuffle(order)
@@ -73,6 +81,7 @@ class FedCyBGDServer(BCDServer):
         if not self.send(i, tensors, {"op": "turn", "round": r, "block": b, "kinds": kinds}, tag="model_down"):
             return False
         record.down_bytes += sum(t.numel() * t.element_size() for t in tensors.values())
+        self.drawn[i] += self.config.local_steps
         apply_download(self.mirrors[i], tensors, kinds)
         msgs = self.collect(r, [i], b)
         if i not in msgs:
@@ -87,6 +96,34 @@ class FedCyBGDServer(BCDServer):
         losses.append((self.weight(i), float(msg.meta["loss"])))
         msg.release()
         return True
+
+    # ---- checkpoint and resume: FedBCD's state, each client's mirror and the download sampler
+    def checkpoint(self) -> Checkpoint:
+        ckpt = super().checkpoint()
+        ckpt.state["turn_rng"] = python_rng_state(self.turn_rng)
+        for i in self.active:
+            ckpt.tensors.update({f"{MIRROR}{i}/{n}": t.to("cpu", copy=True) for n, t in self.mirrors[i].items()})
+        return ckpt
+
+    def read_own_state(self, ckpt: Checkpoint) -> Callable[[], None]:
+        turn_rng = restore_python_rng(random.Random(), ckpt.state["turn_rng"])
+        mirrors: dict[int, ParamDict] = {}
+        for i in ckpt.state["roster"]["active"]:
+            prefix = f"{MIRROR}{int(i)}/"
+            mirrors[int(i)] = {n[len(prefix) :]: t for n, t in ckpt.tensors.items() if n.startswith(prefix)}
+            why = mismatch(mirrors[int(i)], self.params)
+            if why is not None:
+                raise ValueError(f"checkpoint's copy of client {i}'s model does not fit this config's model: {why}")
+
+        def put() -> None:
+            self.turn_rng = turn_rng
+            for i, mirror in mirrors.items():
+                self.mirrors[i] = {n: mirror[n].to(self.params[n].device, copy=True) for n in self.params}
+
+        return put
+
+    def load_message(self, i: int) -> tuple[ParamDict, dict[str, Any]]:
+        return self.mirrors[i], {"op": "load", "drawn": self.drawn[i], "round": len(self.records)}
 
     def refresh(self) -> int:
         """Bring every client's copy to the global model, uncompressed (before a final evaluation);
@@ -103,6 +140,9 @@ class FedCyBGDServer(BCDServer):
         return total
 
 
+MIRROR = "mirror/"
+
+
 class CyclicClient:
     """A FedCyBGD client: on each turn, apply the download, train the responsible block, upload
     its change. Its own copy of the block is refreshed whole at its next turn, so it does not
@@ -116,9 +156,12 @@ class CyclicClient:
 
     def run(self) -> None:
         while True:
-            msg = self.mail.get(lambda m: m.meta.get("op") in ("turn", "eval", "stop"))
+            msg = self.mail.get(lambda m: m.meta.get("op") in ("turn", "eval", "load", "stop"))
             op, meta = msg.meta["op"], msg.meta
-            if op == "turn":
+            if op == "load":  # a resumed server: the model this client held and its stream position
+                self.trainer.load(msg.tensors, int(meta["drawn"]))
+                msg.release()
+            elif op == "turn":
                 r, b = int(meta["round"]), int(meta["block"])
                 with self.timeline.span(self.who, "apply", r):
                     apply_download(self.trainer.params, msg.tensors, meta["kinds"])

@@ -223,6 +223,11 @@ class BCDServerRun:
             link, peers, params, blocks, config, samples=samples, timeline=Timeline(), **hooks
         )
 
+    @property
+    def roster(self) -> Any:
+        """The clients still in the run (the server's ``Roster``)."""
+        return self.server.roster
+
     def run(self) -> BCDResult:
         records = self.server.run()
         losses = conclude(self.server)
@@ -256,6 +261,7 @@ def bcd_server(config: BCDConfig, link: Any, peers: list[str], on_progress: Prog
             on_progress(ProgressEvent(1, rec.train_loss, f"round {rec.round + 1}/{config.rounds}", rec, ckpt))
 
     run.server.on_record = on_record
+    run.server.keep_cuts = on_progress is not None
     return run
 
 

@@ -64,7 +64,7 @@ class BCDServer:
     """
 
     overlap = False
-    resumable = True  # checkpoint / restore at round ends (ParaBlock and FedCyBGD: not yet)
+    resumable = True  # checkpoint / restore at round ends
 
     def __init__(
         self,
@@ -103,6 +103,8 @@ class BCDServer:
         # batches each client has drawn from its training stream (its position: resume moves it there)
         self.drawn = [0] * len(peers)
         self._reload = False  # restored: send every client the global model first
+        self.synced = False  # ParaBlock: the closing sync was sent
+        self.keep_cuts = False  # ParaBlock: keep what each checkpoint needs (on when progress is reported)
         if history is not None:
             history[0] = snapshot(global_params, global_params)
 
@@ -120,14 +122,15 @@ class BCDServer:
     def run(self) -> list[RoundRecord]:
         """All rounds, then (ParaBlock) the final sync; returns the per-round records. A round's
         ``seconds`` run from its plan to the next plan (FedBCD: to the end of its aggregate)."""
-        started = 0.0
+        started: float | None = None
         if self._reload:
             self.reload_clients()
         for t in range(len(self.records), self.config.rounds):
             now = time.perf_counter()
-            if self.overlap and t >= 1:
+            if self.overlap and started is not None:
                 self.records[-1].seconds = now - started
             started = now
+            self.before_plan(t)
             record = self.plan(t)
             if not self.overlap:
                 self.finish_round(record)
@@ -136,12 +139,17 @@ class BCDServer:
             elif t >= 1:
                 self.finish_round(self.records[-2])
                 self._report(self.records[-2])
-        if self.overlap and self.records:
-            self.records[-1].seconds = time.perf_counter() - started
+        if self.overlap and self.records and not self.synced:
+            if started is not None:
+                self.records[-1].seconds = time.perf_counter() - started
             self.broadcast({}, {"op": "sync"}, tag="control")
+            self.synced = True
             self.finish_round(self.records[-1])
             self._report(self.records[-1])
         return self.records
+
+    def before_plan(self, t: int) -> None:
+        """Runs before round ``t`` is planned (ParaBlock takes its checkpoint's cut here)."""
 
     def _report(self, record: RoundRecord) -> None:
         if self.on_record is not None:
@@ -165,8 +173,16 @@ class BCDServer:
         the roster by client index, each client's stream position and the round records."""
         if not self.resumable:
             raise ValueError(f"{self.config.method} does not support checkpoints yet")
+        return Checkpoint(round=len(self.records), tensors=self.global_tensors(), state=self.run_state())
+
+    def global_tensors(self) -> dict[str, torch.Tensor]:
+        """CPU copies of the global parameters, named ``global/<name>``."""
+        return {GLOBAL + n: t.detach().to("cpu", copy=True) for n, t in self.params.items()}
+
+    def run_state(self) -> dict[str, Any]:
+        """The JSON part of a checkpoint taken now."""
         roster = self.roster
-        state = {
+        return {
             "algorithm": self.config.method,
             "clients": len(self.peers),
             "sampler_rng": python_rng_state(self.rng),
@@ -180,8 +196,6 @@ class BCDServer:
             },
             "records": [dataclasses.asdict(r) for r in self.records],
         }
-        tensors = {GLOBAL + n: t.detach().to("cpu", copy=True) for n, t in self.params.items()}
-        return Checkpoint(round=len(self.records), tensors=tensors, state=state)
 
     def restore(self, ckpt: Checkpoint) -> None:
         """Go on from ``ckpt`` (one of ``checkpoint``'s): call before ``run()``, which first sends
@@ -195,11 +209,12 @@ class BCDServer:
     def _restore(self, ckpt: Checkpoint) -> None:
         st, n = ckpt.state, len(self.peers)
         if not self.resumable:
-            raise ValueError(f"{self.config.method} does not support resume yet")
+            raise ValueError(f"{self.config.method} {self.not_resumable_because()}")
         if st["algorithm"] != self.config.method or st["clients"] != n:
             got = f"{st['algorithm']} with {st['clients']} clients"
             raise ValueError(f"checkpoint of {got}, not of {self.config.method} with {n}")
-        if not 0 <= ckpt.round <= self.config.rounds or len(st["records"]) != ckpt.round or len(st["drawn"]) != n:
+        records_due = self.records_in(ckpt)
+        if not 0 <= ckpt.round <= self.config.rounds or len(st["records"]) != records_due or len(st["drawn"]) != n:
             raise ValueError(f"checkpoint after {ckpt.round} rounds does not fit rounds = {self.config.rounds}")
         params = {name[len(GLOBAL) :]: t for name, t in ckpt.tensors.items() if name.startswith(GLOBAL)}
         why = mismatch(params, self.params)
@@ -215,6 +230,7 @@ class BCDServer:
             raise ValueError(f"checkpoint's block scores {scores!r} are not {len(self.blocks)} numbers >= 0")
         sampler = restore_python_rng(random.Random(), st["sampler_rng"])
         schedule = restore_python_rng(random.Random(), st["schedule_rng"])
+        restore_own = self.read_own_state(ckpt)
         # all read and checked: only now change the server
         with torch.no_grad():
             for name, p in self.params.items():
@@ -222,16 +238,35 @@ class BCDServer:
         self.rng, self.schedule.rng, self.scores = sampler, schedule, scores
         self.version, self.drawn, self.records = int(st["version"]), [int(x) for x in st["drawn"]], records
         self.roster.active[:], self.roster.dropped = active, dropped
+        restore_own()
         self._reload = True
         log.info("%s: resuming after round %d of %d", self.config.method, ckpt.round, self.config.rounds)
+
+    # the hooks a method with more state than FedBCD's overrides
+    def not_resumable_because(self) -> str:
+        return "does not support resume yet"
+
+    def records_in(self, ckpt: Checkpoint) -> int:
+        """How many round records a checkpoint after ``ckpt.round`` rounds holds."""
+        return ckpt.round
+
+    def read_own_state(self, ckpt: Checkpoint) -> Callable[[], None]:
+        """Check what ``ckpt`` holds beyond FedBCD's state and return what puts it in place
+        (``ValueError`` when it does not fit; nothing is changed before every check passed)."""
+        return lambda: None
+
+    def load_message(self, i: int) -> tuple[ParamDict, dict[str, Any]]:
+        """What a resumed server sends client i first: its model and where its stream was."""
+        done = len(self.records)
+        return self.params, {"op": "load", "drawn": self.drawn[i], "next_agg": done, "last_round": done - 1}
 
     def reload_clients(self) -> None:
         """After a restore: every client still in the run gets the global model and moves its
         training stream to where it was; a restarted process of a dropped one is told to stop."""
         self._reload = False
         for i in list(self.active):
-            meta = {"op": "load", "drawn": self.drawn[i], "round": len(self.records)}
-            self.send(i, self.params, meta, tag="agg_down")
+            tensors, meta = self.load_message(i)
+            self.send(i, tensors, meta, tag="agg_down")
         for i in self.dropped:
             try:
                 self.link.send_to(self.peers[i], {}, {"op": "stop"}, tag="control")
@@ -241,6 +276,7 @@ class BCDServer:
     def finish_round(self, record: RoundRecord) -> None:
         """Collect round ``record.round``'s deltas, aggregate, apply, broadcast ``agg``."""
         msgs = self.collect(record.round, record.participants, record.block)
+        self.on_uploads(record, msgs)
         record.up_bytes += sum(m.nbytes for m in msgs.values())
         with self.timeline.span("server", "aggregate", record.round):
             delta, included = self.aggregate(msgs, record.block)
@@ -262,6 +298,9 @@ class BCDServer:
             m.release()
         meta = {"op": "agg", "round": record.round, "block": record.block, "included": included}
         record.down_bytes += self.broadcast(delta, meta, tag="agg_down")
+
+    def on_uploads(self, record: RoundRecord, msgs: dict[int, Message]) -> None:
+        """Sees round ``record.round``'s accepted uploads before they are aggregated."""
 
     # ---- pieces
     def weight(self, i: int) -> float:
@@ -402,7 +441,85 @@ def _upload_of(rnd: int, peers: set[str]) -> Callable[[Message], bool]:
 
 
 class ParaBlockServer(BCDServer):
-    """ParaBlock's server: the one-round-stale global model (see the module docstring)."""
+    """ParaBlock's server: the one-round-stale global model (see the module docstring).
+
+    Checkpoints (staleness 1): while round t is computed the clients hold their own round t - 1
+    updates, not yet aggregated, so no round end has every client at the global model. The
+    checkpoint reported with round t - 1's aggregate is therefore the cut just before round t was
+    planned (global model through aggregate t - 2, the server's RNG and records then) plus the
+    uploads of round t - 1 as they arrived (``pending/<i>/<name>``, their meta in ``pending``):
+    ``round`` = t - 1. A resumed server sends every client the global model and its pending
+    update, which the client applies and uploads again, and redoes round t - 1's aggregate. The
+    checkpoint after the closing sync is FedBCD's (every client holds the global model).
+    """
 
     overlap = True
-    resumable = False  # stale deltas are in flight at every round end; the clients hold them
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._cut: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None
+        self._uploads: dict[int, tuple[ParamDict, dict[str, Any]]] = {}
+        self._restored: dict[int, tuple[ParamDict, dict[str, Any]]] = {}  # pending updates to hand back
+
+    @property
+    def resumable(self) -> bool:  # type: ignore[override]
+        return self.config.staleness == 1
+
+    def not_resumable_because(self) -> str:
+        return f"resumes with staleness = 1 only (this config: {self.config.staleness})"  # as resume_refusal
+
+    def before_plan(self, t: int) -> None:
+        if self.keep_cuts and self.resumable and t >= 1:
+            self._cut = (self.global_tensors(), self.run_state())
+
+    def on_uploads(self, record: RoundRecord, msgs: dict[int, Message]) -> None:
+        if self.keep_cuts and not self.synced:
+            self._uploads = {i: ({n: t.clone() for n, t in m.tensors.items()}, dict(m.meta)) for i, m in msgs.items()}
+
+    def checkpoint(self) -> Checkpoint:
+        if self.synced or not self.resumable:
+            return super().checkpoint()
+        if self._cut is None:
+            raise ValueError("parablock keeps checkpoints only with keep_cuts on, from round 1's report on")
+        tensors, state = self._cut
+        tensors = dict(tensors)
+        for i, (delta, _) in self._uploads.items():
+            tensors.update({f"{PENDING}{i}/{n}": t for n, t in delta.items()})
+        state = {**state, "pending": {str(i): meta for i, (_, meta) in self._uploads.items()}}
+        return Checkpoint(round=len(state["records"]) - 1, tensors=tensors, state=state)
+
+    def records_in(self, ckpt: Checkpoint) -> int:
+        return ckpt.round + ("pending" in ckpt.state)
+
+    def read_own_state(self, ckpt: Checkpoint) -> Callable[[], None]:
+        pending: dict[int, tuple[ParamDict, dict[str, Any]]] = {}
+        for key, meta in ckpt.state.get("pending", {}).items():
+            i, prefix = int(key), f"{PENDING}{key}/"
+            delta = {n[len(prefix) :]: t for n, t in ckpt.tensors.items() if n.startswith(prefix)}
+            block = meta["block"]
+            if meta.get("op") != "delta" or meta.get("round") != ckpt.round or not 0 <= block < len(self.blocks):
+                raise ValueError(f"checkpoint's pending update of client {i} is not one of round {ckpt.round}")
+            why = mismatch(delta, {n: self.params[n] for n in self.blocks[block]})
+            if why is not None:
+                raise ValueError(f"checkpoint's pending update of client {i} does not fit block {block}: {why}")
+            pending[i] = (delta, dict(meta))
+        synced = "pending" not in ckpt.state
+
+        def put() -> None:
+            self._restored, self.synced = pending, synced
+
+        return put
+
+    def load_message(self, i: int) -> tuple[ParamDict, dict[str, Any]]:
+        if self.synced:
+            return super().load_message(i)
+        rnd = len(self.records) - 1  # the round whose aggregate is redone
+        meta: dict[str, Any] = {"op": "load", "drawn": self.drawn[i], "next_agg": rnd, "last_round": rnd}
+        tensors = dict(self.params)
+        if i in self._restored:
+            delta, meta["pending"] = self._restored[i]
+            tensors.update({PENDING + n: t for n, t in delta.items()})
+        return tensors, meta
+
+
+PENDING = "pending/"  # a client's update in flight at a ParaBlock checkpoint (in the load message too)

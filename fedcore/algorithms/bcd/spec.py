@@ -69,6 +69,13 @@ def report(config: BCDConfig, result: BCDResult, wire: dict[str, Any]) -> RunRep
     )
 
 
+def resume_refusal(config: BCDConfig) -> str | None:
+    """ParaBlock resumes with staleness 1 only (its checkpoint holds one update in flight per client)."""
+    if config.method == "parablock" and config.staleness != 1:
+        return f"parablock resumes with staleness = 1 only (this config: {config.staleness})"
+    return None
+
+
 SPECS = {
     method: register_algorithm(
         AlgorithmSpec(
@@ -80,7 +87,8 @@ SPECS = {
             total=lambda c: c.rounds,
             describe=describe,
             fixed={"method": method},
-            resumable=method == "fedbcd",  # ParaBlock, FedCyBGD: client-held state, not yet
+            resumable=True,
+            resume_refusal=resume_refusal,
         )
     )
     for method in METHODS

@@ -103,5 +103,6 @@ SPEC = register_algorithm(
         report=report,
         total=lambda c: c.rounds,
         describe=describe,
+        resumable=True,
     )
 )

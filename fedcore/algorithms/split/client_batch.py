@@ -43,11 +43,9 @@ class ClientBatchServerRole(SplitServerRole):
 
     def run(self, *, rounds: int, local_steps: int, avg_period: int = 0) -> SplitServerResult:
         period = avg_period or local_steps
-        self.average()
-        result = SplitServerResult(eval_start=self.evaluate(), eval_end=[])
-        started = time.perf_counter()
-        step = 0
-        for rnd in range(rounds):
+        result, first, started = self.begin()
+        step = first * local_steps
+        for rnd in range(first, rounds):
             self.readmit(rnd, steps_done=rnd * local_steps)
             done = 0
             while done < local_steps:
@@ -66,6 +64,7 @@ class ClientBatchServerRole(SplitServerRole):
                         result.reports.append(StepReport(rnd, k, step - chunk + i, loss, tokens, seconds))
                 self.average()
                 done += chunk
+            self.round_done(rnd, result, started)
         result.train_seconds = time.perf_counter() - started
         result.eval_end = self.evaluate()
         self.stop()

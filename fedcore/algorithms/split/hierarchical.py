@@ -52,9 +52,7 @@ class HierarchicalServerRole(SplitServerRole):
 
     def run(self, *, rounds: int, local_steps: int, avg_period: int = 0) -> SplitServerResult:
         period = avg_period or local_steps
-        self.average()
-        result = SplitServerResult(eval_start=self.evaluate(), eval_end=[])
-        started = time.perf_counter()
+        result, first, started = self.begin()
         inboxes: dict[str, queue.Queue] = {peer: queue.Queue() for peer in self.clients}
         errors: list[BaseException] = []
         workers = [
@@ -63,9 +61,9 @@ class HierarchicalServerRole(SplitServerRole):
         ]
         for w in workers:
             w.start()
-        step = 0
+        step = first * local_steps
         try:
-            for rnd in range(rounds):
+            for rnd in range(first, rounds):
                 self.readmit(rnd, steps_done=rnd * local_steps)
                 done = 0
                 while done < local_steps:
@@ -85,6 +83,7 @@ class HierarchicalServerRole(SplitServerRole):
                     self.average_replicas()
                     self.average()
                     done += chunk
+                self.round_done(rnd, result, started)
         finally:
             for q in inboxes.values():
                 q.put(None)

@@ -1,12 +1,12 @@
-"""Checkpoints of a sequential split run and the way back from one.
+"""Checkpoints of a split run (every mode) and the way back from one.
 
-After round r's average every client holds the same head/tail LoRA (the server's last average);
-what else the run depends on lives on both sides: the body's LoRA, the server's AdamW and LR
-schedule, and per client its AdamW and schedule, its noise stream and its data position
-(``SplitClientRole.state``), which the server collects at each round's end. Tensor names:
-``body/<lora>``, ``avg/<head.|tail.lora>``, ``server/opt.*``, ``client/<k>/<opt.*|rng.*>``.
-Client-batch and server-hierarchical runs are not resumable yet (their replicas and gathers
-would need the same care).
+After round r's average every client holds the same head/tail LoRA (the server's last average)
+and, in server-hierarchical mode, every body replica the same LoRA (their average); what else the
+run depends on lives on both sides: the body's LoRA, the server's AdamW and LR schedule (one per
+replica in server-hierarchical mode), and per client its AdamW and schedule, its noise stream and
+its data position (``SplitClientRole.state``), which the server collects at each round's end.
+Tensor names: ``body/<lora>``, ``avg/<head.|tail.lora>``, ``server/opt.*`` (server-hierarchical:
+``server/<k>/opt.*``, replica k serving client k), ``client/<k>/<opt.*|rng.*>``.
 """
 
 from __future__ import annotations
@@ -20,19 +20,33 @@ from fedcore.lora import load_lora_state, lora_state
 from ..registry import Checkpoint
 from ..training_state import load_optimizer_state, optimizer_state
 from .server_role import SplitResume, SplitServerResult, SplitServerRole, StepReport
+from .step import ServerParts
 
 BODY, AVG, SERVER = "body/", "avg/", "server/"
 
 __all__ = ["split_checkpoint", "split_resume"]
 
 
-def split_checkpoint(role: SplitServerRole, rounds_done: int, result: SplitServerResult, wall: float) -> Checkpoint:
+def server_parts(role: SplitServerRole) -> dict[str, ServerParts]:
+    """The body parts whose optimizers a checkpoint holds: ``""`` -> the one body, or (server-
+    hierarchical) ``"<k>/"`` -> client k's replica."""
+    replicas = getattr(role, "replicas", None)
+    if replicas is None:
+        return {"": role.parts}
+    return {f"{role.clients.index(peer)}/": parts for peer, parts in replicas.items()}
+
+
+def split_checkpoint(
+    role: SplitServerRole, rounds_done: int, result: SplitServerResult, wall: float, *, mode: str
+) -> Checkpoint:
     """The run after ``rounds_done`` rounds (call between rounds: it asks every client for its state)."""
     peers = role.clients
     tensors = {BODY + n: t.to("cpu") for n, t in lora_state(role.parts.body).items()}
     tensors.update({AVG + n: t.detach().to("cpu", copy=True) for n, t in role.last_average.items()})
-    opt_tensors, opt_info = optimizer_state(role.parts.optimizer, role.parts.scheduler)
-    tensors.update({SERVER + n: t for n, t in opt_tensors.items()})
+    opt_info: dict[str, Any] = {}
+    for key, parts in server_parts(role).items():
+        opt_tensors, opt_info[key] = optimizer_state(parts.optimizer, parts.scheduler)
+        tensors.update({SERVER + key + n: t for n, t in opt_tensors.items()})
     clients: dict[str, Any] = {}
     for peer, (client_tensors, state) in role.client_states().items():
         k = peers.index(peer)
@@ -41,7 +55,7 @@ def split_checkpoint(role: SplitServerRole, rounds_done: int, result: SplitServe
     roster = role.roster
     state = {
         "algorithm": "split",
-        "mode": "sequential",
+        "mode": mode,
         "clients": len(peers),
         "progress": len(result.reports),  # steps: the progress bar's unit
         "server_optimizer": opt_info,
@@ -72,8 +86,6 @@ def split_resume(role: SplitServerRole, ckpt: Checkpoint, *, mode: str, rounds: 
 
 def _resume(role: SplitServerRole, ckpt: Checkpoint, *, mode: str, rounds: int) -> float:
     st, peers = ckpt.state, role.clients
-    if mode != "sequential":
-        raise ValueError(f"split mode {mode!r} does not support resume yet (sequential does)")
     if st["algorithm"] != "split" or st["mode"] != mode or st["clients"] != len(peers):
         raise ValueError(f"checkpoint of {st['algorithm']} {st['mode']} with {st['clients']} clients does not fit")
     if not 0 <= ckpt.round <= rounds:
@@ -104,10 +116,18 @@ def _resume(role: SplitServerRole, ckpt: Checkpoint, *, mode: str, rounds: int) 
         reports=[StepReport(**r) for r in res["reports"]],
         train_seconds=float(res["train_seconds"]),
     )
-    server_opt = {n[len(SERVER) :]: t for n, t in ckpt.tensors.items() if n.startswith(SERVER)}
-    # checked what can be; the optimizer load checks the rest before changing the optimizer
-    load_optimizer_state(role.parts.optimizer, server_opt, st["server_optimizer"], role.parts.scheduler)
-    load_lora_state(role.parts.body, {n: t.to(role.device) for n, t in body.items()})
+    parts_of = server_parts(role)
+    if sorted(st["server_optimizer"]) != sorted(parts_of):
+        raise ValueError(f"checkpoint holds {len(st['server_optimizer'])} server optimizers, this run {len(parts_of)}")
+    # checked what can be; each optimizer load checks the rest before changing its optimizer
+    for key, parts in parts_of.items():
+        prefix = SERVER + key
+        server_opt = {n[len(prefix) :]: t for n, t in ckpt.tensors.items() if n.startswith(prefix)}
+        if key == "":  # one body: server/<opt.*> only
+            server_opt = {n: t for n, t in server_opt.items() if n.startswith("opt.")}
+        load_optimizer_state(parts.optimizer, server_opt, st["server_optimizer"][key], parts.scheduler)
+    for parts in parts_of.values():  # server-hierarchical: every replica holds the average
+        load_lora_state(parts.body, {n: t.to(role.device) for n, t in body.items()})
     role.roster.active[:] = active  # in place: the role holds these containers too
     role.roster.dropped.clear()
     role.roster.dropped.update(dropped)

@@ -54,7 +54,7 @@ class StepReport:
 
 @dataclass
 class SplitResume:
-    """Where a resumed sequential run goes on: the result after ``rounds_done`` rounds, the
+    """Where a resumed run goes on: the result after ``rounds_done`` rounds, the
     head/tail LoRA average of the last one and each active client's state (peer -> tensors, JSON)."""
 
     result: SplitServerResult
@@ -98,21 +98,14 @@ class SplitServerRole:
         self.active, self.dropped, self.rejoined = self.roster.active, self.roster.dropped, self.roster.rejoined
         self._rejoining: set[str] = set()
         self._last_avg: dict[str, torch.Tensor] = {}  # the latest head/tail LoRA average
-        # checkpoints (sequential mode): called after each round's average with the result so far
+        # checkpoints: called after each round's average with the result so far
         self.on_round: Callable[[int, SplitServerResult], None] | None = None
         self.resume_from: SplitResume | None = None  # set before run() to go on from a checkpoint
 
     def run(self, *, rounds: int, local_steps: int, avg_period: int = 0) -> SplitServerResult:
         """Sequential mode: each client in turn trains ``local_steps``; head/tail LoRA is averaged
         after every round (``avg_period`` has no other meaning when clients take turns)."""
-        if self.resume_from is None:
-            self.average()  # every client starts from the same adapter
-            result = SplitServerResult(eval_start=self.evaluate(), eval_end=[])
-            first = 0
-        else:
-            result, first = self.resume_from.result, self.resume_from.rounds_done
-            self.reload_clients(self.resume_from)
-        started = time.perf_counter() - result.train_seconds
+        result, first, started = self.begin()
         step = len(result.reports)
         for rnd in range(first, rounds):
             self.readmit(rnd, steps_done=rnd * local_steps)
@@ -130,13 +123,29 @@ class SplitServerRole:
                     result.reports.append(StepReport(rnd, k, step, loss, tokens, seconds))
                     step += 1
             self.average()
-            if self.on_round is not None:
-                result.train_seconds = time.perf_counter() - started
-                self.on_round(rnd, result)
+            self.round_done(rnd, result, started)
         result.train_seconds = time.perf_counter() - started
         result.eval_end = self.evaluate()
         self.stop()
         return result
+
+    def begin(self) -> tuple[SplitServerResult, int, float]:
+        """A run's start in every mode: (the result so far, the first round to run, the
+        ``perf_counter`` the training time counts from). Fresh: average the clients' adapters (all
+        start from the same one) and evaluate; resumed: hand every client its state back."""
+        if self.resume_from is None:
+            self.average()
+            result, first = SplitServerResult(eval_start=self.evaluate(), eval_end=[]), 0
+        else:
+            result, first = self.resume_from.result, self.resume_from.rounds_done
+            self.reload_clients(self.resume_from)
+        return result, first, time.perf_counter() - result.train_seconds
+
+    def round_done(self, rnd: int, result: SplitServerResult, started: float) -> None:
+        """After round ``rnd``'s last average: the checkpoint hook (``on_round``)."""
+        if self.on_round is not None:
+            result.train_seconds = time.perf_counter() - started
+            self.on_round(rnd, result)
 
     def reports_of(self, done: Any, steps: int) -> list[tuple[float, int, float]]:
         """The step reports in a client's ``done`` message; a client whose reports are malformed

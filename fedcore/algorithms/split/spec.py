@@ -76,20 +76,26 @@ class SplitServer:
 
         sizes: list[float] = [len(d.train) for d in self.data]  # FedAvg weights: samples per client
         self.role = make_server_role(config, link, build_split(config, tokenizer), peers, sizes, on_step=on_step)
-        if on_progress is not None and config.split.mode == "sequential":
+        if on_progress is not None:
 
             def on_round(rnd: int, result: SplitServerResult) -> None:  # a checkpoint after every round
                 def ckpt() -> Checkpoint:  # asks the clients for their state: only when kept
-                    return split_checkpoint(self.role, rnd + 1, result, time.perf_counter() - self.t0)
+                    wall = time.perf_counter() - self.t0
+                    return split_checkpoint(self.role, rnd + 1, result, wall, mode=config.split.mode)
 
                 loss = result.reports[-1].loss if result.reports else float("nan")
                 on_progress(ProgressEvent(0, loss, f"round {rnd + 1}/{rounds}", None, ckpt))
 
             self.role.on_round = on_round
 
+    @property
+    def roster(self) -> Any:
+        """The clients still in the run (the server role's ``Roster``)."""
+        return self.role.roster
+
     def restore(self, ckpt: Checkpoint) -> None:
-        """Go on from a checkpoint of a sequential run (before ``run()``); ``ValueError`` when the
-        mode is another or the checkpoint does not fit this config."""
+        """Go on from a checkpoint of this run's mode (before ``run()``); ``ValueError`` when the
+        checkpoint does not fit this config."""
         wall = split_resume(self.role, ckpt, mode=self.config.split.mode, rounds=self.config.train.rounds)
         self.t0 = time.perf_counter() - wall
 

@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from fedcore.algorithms.bcd import BCDConfig, BlockClient, BlockSchedule, QuadraticBlockTrainer, run_inprocess
+from fedcore.algorithms.bcd.local import add_scaled_
 from fedcore.algorithms.bcd.runner import make_client
 
 SIZES = [3, 2, 4, 1]
@@ -165,10 +166,11 @@ def parablock_by_hand_prefix(hessians, cs, x0, blocks):
 def test_a_client_without_the_correction_breaks_the_invariant():
     """The check can fail: drop the correction step and the local model drifts off."""
 
-    class NoCorrection(BlockClient):
-        def apply_aggregate(self, agg, *, own):
-            if agg is not None:
-                agg.release()
+    class NoCorrection(BlockClient):  # applies its own update only: theta[b_t] += eta * Delta_t^i
+        def rebuild(self, *touched):
+            own = self.pending.get(self.last_round)
+            if own is not None and any(own[1] is d for d in touched):
+                add_scaled_(self.trainer.params, own[1], self.eta)
 
     hessians, cs, x0 = problem(shared_hessian=False)
     config = BCDConfig(method="parablock", clients=CLIENTS, rounds=ROUNDS, eta=ETA, round_timeout_s=30.0)

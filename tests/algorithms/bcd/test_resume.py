@@ -1,7 +1,8 @@
-"""FedBCD resume: the server emits a Checkpoint after every round; a fresh server restored from
-the one after round 2 (saved to and loaded from disk) with fresh clients, which it sends the
-global model and their stream positions, ends bit-for-bit as the uninterrupted run; the sampler,
-the random and the gradient schedules carry over; ParaBlock and FedCyBGD refuse resume."""
+"""BCD resume: the server emits a Checkpoint with every round's report; a fresh server restored
+from one of them (saved to and loaded from disk) with fresh clients, which it sends the global
+model (FedCyBGD: each client's own copy), their stream positions and (ParaBlock) their updates in
+flight, ends bit for bit as the uninterrupted run. The sampler, the schedules and FedCyBGD's
+compression sampler carry over."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import dataclasses
 import pytest
 import torch
 
-from fedcore.algorithms.bcd import tiny_bcd_config
+from fedcore.algorithms.bcd import CompressionConfig, tiny_bcd_config
 from fedcore.algorithms.registry import BuiltProgressEvent
 from fedcore.runtime import run_threads
 from fedcore.runtime.checkpoint import load_checkpoint, save_checkpoint
@@ -25,22 +26,47 @@ def rounds_of(outcome) -> list[dict]:
     ]
 
 
-@pytest.mark.parametrize("schedule", ["random", "gradient"])
-def test_a_restored_server_finishes_as_the_uninterrupted_run(tmp_path, schedule):
-    config = tiny_bcd_config(method="fedbcd", rounds=ROUNDS, participation=0.6, schedule=schedule)
+CASES = {
+    "fedbcd-random": dict(method="fedbcd", schedule="random"),
+    "fedbcd-gradient": dict(method="fedbcd", schedule="gradient"),
+    "fedcybgd": dict(method="fedcybgd"),
+    "fedcybgd-compressed": dict(method="fedcybgd", compression=CompressionConfig(enabled=True, prune_ratio=0.5)),
+    "parablock-gradient": dict(method="parablock", schedule="gradient"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_a_restored_server_finishes_as_the_uninterrupted_run(tmp_path, case):
+    config = tiny_bcd_config(rounds=ROUNDS, participation=0.6, **CASES[case])
     events: list[BuiltProgressEvent] = []
     full = run_threads(config, on_progress=lambda e: events.append(e.built()))
     ckpts = [e.checkpoint for e in events]
-    assert [c.round for c in ckpts] == list(range(1, ROUNDS + 1))
-    save_checkpoint(tmp_path, ckpts[1])  # after round 2, through the disk
+    assert all(c is not None for c in ckpts)
+    if config.method == "parablock":  # round t's report: the cut before round t + 1, t's uploads pending
+        assert [c.round for c in ckpts] == [*range(ROUNDS - 1), ROUNDS]
+        assert all(c.state["pending"] for c in ckpts[:-1]) and "pending" not in ckpts[-1].state
+    else:
+        assert [c.round for c in ckpts] == list(range(1, ROUNDS + 1))
+    save_checkpoint(tmp_path, ckpts[2])  # through the disk
     resumed = run_threads(config, resume=load_checkpoint(tmp_path))
     assert sorted(resumed.result.final_params) == sorted(full.result.final_params)
     for name, want in full.result.final_params.items():
         assert torch.equal(resumed.result.final_params[name], want), name
     assert rounds_of(resumed) == rounds_of(full)
     assert resumed.report.losses == full.report.losses
-    # and the checkpoint of round 2 is not the end state: the rounds after it did change the model
-    assert any(not torch.equal(ckpts[1].tensors["global/" + n], t) for n, t in full.result.final_params.items())
+    # and the checkpoint is not the end state: the rounds after it did change the model
+    assert any(not torch.equal(ckpts[2].tensors["global/" + n], t) for n, t in full.result.final_params.items())
+
+
+def test_parablock_resumes_from_its_closing_checkpoint_without_a_second_sync(tmp_path):
+    config = tiny_bcd_config(method="parablock", rounds=3)
+    events: list[BuiltProgressEvent] = []
+    full = run_threads(config, on_progress=lambda e: events.append(e.built()))
+    resumed = run_threads(config, resume=events[-1].checkpoint)
+    for name, want in full.result.final_params.items():
+        assert torch.equal(resumed.result.final_params[name], want), name
+    assert resumed.report.losses == full.report.losses  # the clients hold the global model exactly
+    assert [r.round for r in resumed.result.records] == [0, 1, 2]
 
 
 def test_a_checkpoint_that_does_not_fit_is_refused(tmp_path):
@@ -57,14 +83,20 @@ def test_a_checkpoint_that_does_not_fit_is_refused(tmp_path):
         run_threads(config, resume=bad)
 
 
-@pytest.mark.parametrize("method", ["parablock", "fedcybgd"])
-def test_methods_with_client_held_state_do_not_checkpoint_or_resume(method):
-    config = tiny_bcd_config(method=method, rounds=2)
+def test_parablock_with_staleness_above_one_neither_checkpoints_nor_resumes():
+    config = tiny_bcd_config(method="parablock", rounds=3, staleness=2)
     events: list[BuiltProgressEvent] = []
     run_threads(config, on_progress=lambda e: events.append(e.built()))
     assert events and all(e.checkpoint is None for e in events)
-    fake = tiny_bcd_config(method="fedbcd", rounds=2)
-    fedbcd_events: list[BuiltProgressEvent] = []
-    run_threads(fake, on_progress=lambda e: fedbcd_events.append(e.built()))
-    with pytest.raises(ValueError, match="does not support resume"):
-        run_threads(config, resume=fedbcd_events[0].checkpoint)
+    one = tiny_bcd_config(method="parablock", rounds=3)
+    one_events: list[BuiltProgressEvent] = []
+    run_threads(one, on_progress=lambda e: one_events.append(e.built()))
+    with pytest.raises(ValueError, match="resumes with staleness = 1 only"):
+        run_threads(config, resume=one_events[0].checkpoint)
+
+
+def test_a_checkpoint_of_another_method_is_refused():
+    events: list[BuiltProgressEvent] = []
+    run_threads(tiny_bcd_config(method="fedbcd", rounds=2), on_progress=lambda e: events.append(e.built()))
+    with pytest.raises(ValueError, match="checkpoint of fedbcd with 3 clients, not of fedcybgd"):
+        run_threads(tiny_bcd_config(method="fedcybgd", rounds=2), resume=events[0].checkpoint)

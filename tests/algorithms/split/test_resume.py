@@ -1,7 +1,8 @@
-"""Split resume (sequential mode): after each round the server collects every client's state
-(AdamW, LR schedule, noise stream, int8+noise codec stream, data position) into a Checkpoint;
-a fresh server and fresh clients restored from round 2's (through the disk) end bit-for-bit as
-the uninterrupted run; the other modes refuse with one line."""
+"""Split resume, every mode: after each round the server collects every client's state (AdamW,
+LR schedule, noise stream, int8+noise codec stream, data position) into a Checkpoint with its
+own (body LoRA, AdamW and schedule; one per replica in server-hierarchical mode); a fresh server
+and fresh clients restored from round 2's (through the disk) end bit-for-bit as the
+uninterrupted run. A checkpoint of another mode or shape is refused with one line."""
 
 from __future__ import annotations
 
@@ -34,9 +35,18 @@ def checkpoints(config, **kw) -> tuple[list, object]:
     return [e.checkpoint for e in events if e.checkpoint is not None], outcome
 
 
-@pytest.mark.parametrize("h_a_codec", ["int8+noise", "raw"])
-def test_a_restored_run_ends_as_the_uninterrupted_one(tmp_path, h_a_codec):
-    config = SPEC.config_from_dict({**TABLES, "codecs": {"h_A": h_a_codec}})
+CASES = {
+    "sequential-int8+noise": ("sequential", "int8+noise"),
+    "sequential-raw": ("sequential", "raw"),
+    "client-batch": ("client-batch", "int8+noise"),
+    "server-hierarchical": ("server-hierarchical", "int8+noise"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_a_restored_run_ends_as_the_uninterrupted_one(tmp_path, case):
+    mode, h_a_codec = CASES[case]
+    config = SPEC.config_from_dict({**TABLES, "split": {"mode": mode}, "codecs": {"h_A": h_a_codec}})
     full, full_outcome = checkpoints(config)
     assert [c.round for c in full] == [1, 2, 3, 4]
     save_checkpoint(tmp_path, full[1])
@@ -52,13 +62,11 @@ def test_a_restored_run_ends_as_the_uninterrupted_one(tmp_path, h_a_codec):
     assert outcome.result.eval_start == full_outcome.result.eval_start  # not evaluated again
 
 
-@pytest.mark.parametrize("mode", ["client-batch", "server-hierarchical"])
-def test_the_other_modes_neither_checkpoint_nor_resume(mode):
+def test_a_checkpoint_of_another_mode_is_refused():
     sequential = SPEC.config_from_dict({**TABLES, "train": {**TABLES["train"], "rounds": 1}})
     (ckpt,), _ = checkpoints(sequential)
-    config = dataclasses.replace(sequential, split=dataclasses.replace(sequential.split, mode=mode))
-    assert checkpoints(config)[0] == []
-    with pytest.raises(ValueError, match=f"split mode '{mode}' does not support resume yet"):
+    config = dataclasses.replace(sequential, split=dataclasses.replace(sequential.split, mode="client-batch"))
+    with pytest.raises(ValueError, match="checkpoint of split sequential with 2 clients does not fit"):
         run_threads(config, resume=ckpt)
 
 
