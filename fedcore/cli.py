@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "keys":
         return _keys(args)
+    from fedcore.algorithms import AllClientsLost
     from fedcore.runtime import load_job_config, resume_point, run_job
     from fedcore.runtime.serve import join, serve
     from fedcore.transport import PeerTimeout
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"fedcore {args.command}: {err}", file=sys.stderr)
         return 2
-    except PeerTimeout as err:  # serve: too few clients joined in time
+    except (PeerTimeout, AllClientsLost) as err:  # serve: too few clients joined, or none of them is left
         print(f"fedcore {args.command}: {err}", file=sys.stderr)
         return 1
     return 0

@@ -460,6 +460,8 @@ class ParaBlockServer(BCDServer):
         self._cut: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None
         self._uploads: dict[int, tuple[ParamDict, dict[str, Any]]] = {}
         self._restored: dict[int, tuple[ParamDict, dict[str, Any]]] = {}  # pending updates to hand back
+        self._redo: int | None = None  # a resumed run: the round whose aggregate is redone
+        self._redone: set[int] = set()  # the clients whose update of that round was handed back
 
     @property
     def resumable(self) -> bool:  # type: ignore[override]
@@ -504,11 +506,23 @@ class ParaBlockServer(BCDServer):
                 raise ValueError(f"checkpoint's pending update of client {i} does not fit block {block}: {why}")
             pending[i] = (delta, dict(meta))
         synced = "pending" not in ckpt.state
+        if synced and ckpt.round != self.config.rounds:
+            raise ValueError(f"checkpoint after the closing sync of {ckpt.round} rounds; rounds = {self.config.rounds}")
 
         def put() -> None:
             self._restored, self.synced = pending, synced
+            self._redo = None if synced else ckpt.round
 
         return put
+
+    def reload_clients(self) -> None:
+        super().reload_clients()
+        self._restored = {}  # handed back: the clients hold them now
+
+    def collect(self, rnd: int, expected: list[int], block: int) -> dict[int, Message]:
+        if rnd == self._redo:  # only the clients handed an update back upload it again
+            expected = [i for i in expected if i in self._redone]
+        return super().collect(rnd, expected, block)
 
     def load_message(self, i: int) -> tuple[ParamDict, dict[str, Any]]:
         if self.synced:
@@ -517,6 +531,7 @@ class ParaBlockServer(BCDServer):
         meta: dict[str, Any] = {"op": "load", "drawn": self.drawn[i], "next_agg": rnd, "last_round": rnd}
         tensors = dict(self.params)
         if i in self._restored:
+            self._redone.add(i)
             delta, meta["pending"] = self._restored[i]
             tensors.update({PENDING + n: t for n, t in delta.items()})
         return tensors, meta

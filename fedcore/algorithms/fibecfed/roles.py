@@ -328,8 +328,13 @@ class FibecFedServer:
         why = mismatch(global_state, {k: v for k, v in self.start_state.items() if layer_of(k) in gal})
         if why is not None:
             raise ValueError(f"checkpoint's global GAL state does not fit this config's adapter: {why}")
+        indices = [int(k) for k in st["roster"]["active"]] + [int(k) for k, _ in st["roster"]["dropped"]]
+        if not all(0 <= k < len(peers) for k in indices):
+            raise ValueError(f"checkpoint's roster {st['roster']} does not fit {len(peers)} clients")
         active = [peers[int(k)] for k in st["roster"]["active"]]
         dropped = {peers[int(k)]: str(why) for k, why in st["roster"]["dropped"]}
+        if len(set(active)) != len(active) or set(active) & set(dropped):
+            raise ValueError(f"checkpoint's roster {st['roster']} does not fit {len(peers)} clients")
         missing = sorted(set(peers) - set(active) - set(dropped))  # did not answer the save: dropped then
         dropped.update({p: "no state at the checkpoint" for p in missing})
         if not active:

@@ -117,6 +117,8 @@ def _resume(role: SplitServerRole, ckpt: Checkpoint, *, mode: str, rounds: int) 
         train_seconds=float(res["train_seconds"]),
     )
     parts_of = server_parts(role)
+    if "param_groups" in st["server_optimizer"]:  # a sequential checkpoint written before the modes resumed
+        st = {**st, "server_optimizer": {"": st["server_optimizer"]}}
     if sorted(st["server_optimizer"]) != sorted(parts_of):
         raise ValueError(f"checkpoint holds {len(st['server_optimizer'])} server optimizers, this run {len(parts_of)}")
     # checked what can be; each optimizer load checks the rest before changing its optimizer

@@ -233,6 +233,8 @@ class SplitServerRole:
         it leaves the current step, round and every later average; the others go on. Returns
         False when ``exc`` is not about a client still in the run (the caller re-raises)."""
         who = getattr(exc, "peer", None) or peer
+        if who is not None and who not in self.clients:
+            return True  # never in this run (a client that connected after a --min-clients start)
         if who in self.dropped:
             return True  # already out of the run (e.g. dropped for a bad message while awaited)
         if who not in self.active or (isinstance(exc, PeerTimeout) and getattr(exc, "peer", None) is None):

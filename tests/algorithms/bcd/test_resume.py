@@ -100,3 +100,29 @@ def test_a_checkpoint_of_another_method_is_refused():
     run_threads(tiny_bcd_config(method="fedbcd", rounds=2), on_progress=lambda e: events.append(e.built()))
     with pytest.raises(ValueError, match="checkpoint of fedbcd with 3 clients, not of fedcybgd"):
         run_threads(tiny_bcd_config(method="fedcybgd", rounds=2), resume=events[0].checkpoint)
+
+
+def test_parablock_resume_does_not_wait_for_an_upload_it_never_had(caplog):
+    """A participant whose round-t upload was late or refused has no update in the checkpoint:
+    the resumed server neither hands it one nor waits for it in the redone aggregate."""
+    config = tiny_bcd_config(method="parablock", rounds=4, round_timeout_s=30.0)
+    events: list[BuiltProgressEvent] = []
+    run_threads(config, on_progress=lambda e: events.append(e.built()))
+    ckpt = events[1].checkpoint
+    lost = min(ckpt.state["pending"])
+    pending = {k: v for k, v in ckpt.state["pending"].items() if k != lost}
+    tensors = {k: v for k, v in ckpt.tensors.items() if not k.startswith(f"pending/{lost}/")}
+    damaged = dataclasses.replace(ckpt, tensors=tensors, state={**ckpt.state, "pending": pending})
+    with caplog.at_level("WARNING", logger="fedcore.bcd"):
+        resumed = run_threads(config, resume=damaged)
+    assert not any("late" in r.getMessage() for r in caplog.records)
+    redone = resumed.result.records[ckpt.round]
+    assert int(lost) in redone.participants and int(lost) not in redone.included
+    assert resumed.result.wall_seconds < config.round_timeout_s
+
+
+def test_a_closing_parablock_checkpoint_does_not_resume_a_longer_run():
+    events: list[BuiltProgressEvent] = []
+    run_threads(tiny_bcd_config(method="parablock", rounds=3), on_progress=lambda e: events.append(e.built()))
+    with pytest.raises(ValueError, match="checkpoint after the closing sync of 3 rounds; rounds = 5"):
+        run_threads(tiny_bcd_config(method="parablock", rounds=5), resume=events[-1].checkpoint)
