@@ -103,6 +103,14 @@ class BCDConfig:
         return -(-self.model.num_layers // self.layers_per_block)
 
 
+def resume_refusal(config: BCDConfig) -> str | None:
+    """Why ``config`` cannot resume (None: it can). ParaBlock resumes with staleness 1 only: its
+    checkpoint holds one update in flight per client."""
+    if config.method == "parablock" and config.staleness != 1:
+        return f"parablock resumes with staleness = 1 only (this config: {config.staleness})"
+    return None
+
+
 def tiny_bcd_config(**overrides: Any) -> BCDConfig:
     """A run small enough for tests and smoke checks on 2 CPU cores (seconds): a 4-layer, hidden-32
     Llama, 3 clients with 24 examples each (Dirichlet 0.1), 3 rounds of 2 steps, in-process.

@@ -123,7 +123,7 @@ class FedCyBGDServer(BCDServer):
         return put
 
     def load_message(self, i: int) -> tuple[ParamDict, dict[str, Any]]:
-        return self.mirrors[i], {"op": "load", "drawn": self.drawn[i], "round": len(self.records)}
+        return self.mirrors[i], super().load_message(i)[1]  # this client's copy, not the global model
 
     def refresh(self) -> int:
         """Bring every client's copy to the global model, uncompressed (before a final evaluation);

@@ -261,7 +261,7 @@ def bcd_server(config: BCDConfig, link: Any, peers: list[str], on_progress: Prog
             on_progress(ProgressEvent(1, rec.train_loss, f"round {rec.round + 1}/{config.rounds}", rec, ckpt))
 
     run.server.on_record = on_record
-    run.server.keep_cuts = on_progress is not None
+    run.server.keep_cuts = on_progress is not None and config.output.checkpoint  # ParaBlock's per-round copy
     return run
 
 

@@ -30,7 +30,7 @@ from fedcore.transport import Message, PeerTimeout, TransportError
 from ..mailbox import Mailbox, op_is
 from ..registry import Checkpoint, python_rng_state, restore_python_rng
 from ..roster import Roster
-from .config import BCDConfig
+from .config import BCDConfig, resume_refusal
 from .local import ParamDict, add_scaled_, snapshot
 from .schedule import BlockSchedule, sample_participants
 from .timeline import Timeline, timeline_records
@@ -209,7 +209,7 @@ class BCDServer:
     def _restore(self, ckpt: Checkpoint) -> None:
         st, n = ckpt.state, len(self.peers)
         if not self.resumable:
-            raise ValueError(f"{self.config.method} {self.not_resumable_because()}")
+            raise ValueError(resume_refusal(self.config) or f"{self.config.method} does not support resume")
         if st["algorithm"] != self.config.method or st["clients"] != n:
             got = f"{st['algorithm']} with {st['clients']} clients"
             raise ValueError(f"checkpoint of {got}, not of {self.config.method} with {n}")
@@ -243,9 +243,6 @@ class BCDServer:
         log.info("%s: resuming after round %d of %d", self.config.method, ckpt.round, self.config.rounds)
 
     # the hooks a method with more state than FedBCD's overrides
-    def not_resumable_because(self) -> str:
-        return "does not support resume yet"
-
     def records_in(self, ckpt: Checkpoint) -> int:
         """How many round records a checkpoint after ``ckpt.round`` rounds holds."""
         return ckpt.round
@@ -465,10 +462,7 @@ class ParaBlockServer(BCDServer):
 
     @property
     def resumable(self) -> bool:  # type: ignore[override]
-        return self.config.staleness == 1
-
-    def not_resumable_because(self) -> str:
-        return f"resumes with staleness = 1 only (this config: {self.config.staleness})"  # as resume_refusal
+        return resume_refusal(self.config) is None
 
     def before_plan(self, t: int) -> None:
         if self.keep_cuts and self.resumable and t >= 1:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..registry import AlgorithmSpec, ReportTable, RunReport, register_algorithm
-from .config import METHODS, BCDConfig
+from .config import METHODS, BCDConfig, resume_refusal
 from .runner import BCDResult, bcd_client, bcd_server
 from .timeline import plot_timeline
 
@@ -67,13 +67,6 @@ def report(config: BCDConfig, result: BCDResult, wire: dict[str, Any]) -> RunRep
         },
         plots=plots if config.output.plot else None,
     )
-
-
-def resume_refusal(config: BCDConfig) -> str | None:
-    """ParaBlock resumes with staleness 1 only (its checkpoint holds one update in flight per client)."""
-    if config.method == "parablock" and config.staleness != 1:
-        return f"parablock resumes with staleness = 1 only (this config: {config.staleness})"
-    return None
 
 
 SPECS = {
