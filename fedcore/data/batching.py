@@ -1,9 +1,10 @@
 """Turn examples into padded training batches for a causal LM.
 
 Template: ``"{instruction}\\n{input}\\n{output}"`` (the input line is left out when ``input`` is
-empty). An encoded example is ``input_ids = [bos] + prompt + output + [eos]`` with ``labels`` equal
-to ``input_ids`` except ``-100`` over ``bos`` and the prompt, so the loss trains only on the answer
-and ``eos``. Labels are *not* shifted: Hugging Face causal LMs shift them inside ``forward``.
+empty). An encoded example is ``input_ids = [bos] + prompt + output + [eos]`` (no ``bos`` for a
+tokenizer without one) with ``labels`` equal to ``input_ids`` except ``-100`` over ``bos`` and the
+prompt, so the loss trains only on the answer and ``eos``. Labels are *not* shifted: Hugging Face
+causal LMs shift them inside ``forward``.
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ Encoded = tuple[list[int], list[int]]  # (input_ids, labels), equal lengths
 
 
 class TokenizerLike(Protocol):
-    """What :func:`encode_example` needs from a tokenizer (:class:`CharTokenizer` has it)."""
+    """What :func:`encode_example` needs from a tokenizer (:class:`CharTokenizer` has it;
+    :class:`~fedcore.data.hf_tokenizer.HFTokenizer` too). ``bos_id`` is ``None`` for a tokenizer
+    without one: then nothing is put before the prompt."""
 
     @property
-    def bos_id(self) -> int: ...
+    def bos_id(self) -> int | None: ...
 
     @property
     def eos_id(self) -> int: ...
@@ -47,21 +50,23 @@ def encode_example(tokenizer: TokenizerLike, ex: Example, *, max_len: int) -> En
 
     When too long, the prompt loses tokens from its left (its start) until the example fits; the
     answer is never cut. Raises ``ValueError`` if ``max_len < 2`` or the answer plus ``eos``
-    alone is longer than ``max_len - 1`` (no room for ``bos``).
+    alone is longer than ``max_len - 1`` (no room for ``bos``; ``max_len`` for a tokenizer whose
+    ``bos_id`` is ``None``, which gets no ``bos``).
     """
     if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 2:
         raise ValueError(f"max_len must be an int >= 2, got {max_len!r}")
+    head = [] if tokenizer.bos_id is None else [tokenizer.bos_id]
     prompt = tokenizer.encode(format_prompt(ex))
     answer = tokenizer.encode(ex.output) + [tokenizer.eos_id]
-    room = max_len - 1 - len(answer)  # tokens left for the prompt after bos and the answer
+    room = max_len - len(head) - len(answer)  # tokens left for the prompt after bos and the answer
     if room < 0:
         raise ValueError(
-            f"the answer plus eos is {len(answer)} tokens, more than max_len - 1 = {max_len - 1}; "
+            f"the answer plus eos is {len(answer)} tokens, more than max_len - {len(head)} = {max_len - len(head)}; "
             "raise max_len or shorten the output"
         )
     prompt = prompt[len(prompt) - room :] if len(prompt) > room else prompt
-    input_ids = [tokenizer.bos_id, *prompt, *answer]
-    labels = [IGNORE_INDEX] * (1 + len(prompt)) + answer
+    input_ids = [*head, *prompt, *answer]
+    labels = [IGNORE_INDEX] * (len(head) + len(prompt)) + answer
     assert len(input_ids) == len(labels) <= max_len
     return input_ids, labels
 

@@ -12,16 +12,18 @@ from fedcore.model import group_blocks
 
 from .layer import LoRALinear
 
-# Short names users write -> the module names of the supported families (Llama/Qwen2/Mistral,
-# then GPT-2, whose fused c_attn holds q, k and v together).
+# Short names users write -> the module names of the supported families: Llama/Qwen2/Mistral/Gemma;
+# GPT-2, whose fused c_attn holds q, k and v together; GPT-NeoX (attention.*) and Falcon
+# (self_attention.*), whose fused query_key_value does the same. Names are suffixes after a dot, so
+# "attention.dense" does not match Falcon's "self_attention.dense".
 TARGET_ALIASES: dict[str, tuple[str, ...]] = {
-    "q": ("q_proj", "c_attn"),
-    "k": ("k_proj", "c_attn"),
-    "v": ("v_proj", "c_attn"),
-    "o": ("o_proj", "attn.c_proj"),
+    "q": ("q_proj", "c_attn", "query_key_value"),
+    "k": ("k_proj", "c_attn", "query_key_value"),
+    "v": ("v_proj", "c_attn", "query_key_value"),
+    "o": ("o_proj", "attn.c_proj", "attention.dense", "self_attention.dense"),
     "gate": ("gate_proj",),
-    "up": ("up_proj", "c_fc"),
-    "down": ("down_proj", "mlp.c_proj"),
+    "up": ("up_proj", "c_fc", "dense_h_to_4h"),
+    "down": ("down_proj", "mlp.c_proj", "dense_4h_to_h"),
 }
 
 

@@ -10,13 +10,14 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from functools import cache
+from typing import Any
 
 import torch
 from torch import nn
 from transformers import DynamicCache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from .family import FULL, MASK_BUILDERS, DecoderLayout, find_layout
+from .family import FULL, MASK_BUILDERS, DecoderLayout, falcon_alibi, find_layout
 from .state import SplitState
 
 
@@ -26,17 +27,23 @@ def _cache_kwarg(fn: Callable) -> str:
 
     transformers 5.24 renamed ``past_key_values`` to ``cache`` (the old name still works there with a
     FutureWarning and is removed in 5.40); 5.17 knows only ``past_key_values``, and its decoder layers
-    would swallow ``cache`` into their ``**kwargs`` and silently run without a cache. So the callee's
-    signature decides (``inspect`` follows the ``functools.wraps`` of transformers' deprecation and
-    checkpointing wrappers down to the real function); a callee naming neither gets the installed
-    library's convention, read from ``create_causal_mask``.
+    would swallow ``cache`` into their ``**kwargs`` and silently run without a cache. GPT-NeoX and
+    Falcon layers take ``layer_past`` in both. So the callee's signature decides (``inspect`` follows
+    the ``functools.wraps`` of transformers' deprecation and checkpointing wrappers down to the real
+    function); a callee naming none of them gets the installed library's convention, read from
+    ``create_causal_mask``.
     """
     params = inspect.signature(fn).parameters
-    if "cache" in params:
-        return "cache"
-    if "past_key_values" in params:
-        return "past_key_values"
+    for name in ("cache", "past_key_values", "layer_past"):
+        if name in params:
+            return name
     return _LIBRARY_CACHE_KWARG
+
+
+@cache
+def _takes(fn: Callable, name: str) -> bool:
+    """Whether ``fn`` names the parameter ``name`` (Falcon's layers take ``alibi``, even as None)."""
+    return name in inspect.signature(fn).parameters
 
 
 _LIBRARY_CACHE_KWARG = _cache_kwarg(MASK_BUILDERS[FULL])
@@ -77,6 +84,9 @@ class _LayerRun(nn.Module):
         self.layer_types = layout.layer_types[start:stop]
         self.start = start  # global index of self.layers[0]: attention modules cache under it
         self.rotary = layout.rotary if len(self.layers) else None
+        self.rotary_per_type = layout.rotary_per_type
+        self.alibi = layout.alibi
+        self.mask_kwargs = dict(layout.mask_kwargs)
         self.config = config
 
     def new_cache(self) -> DynamicCache:
@@ -87,6 +97,7 @@ class _LayerRun(nn.Module):
         hidden = state.hidden
         if not len(self.layers):
             return hidden
+        past = cache.get_seq_length(self.start) if cache is not None else 0  # before this step's tokens
         masks = {}
         for kind in dict.fromkeys(self.layer_types):
             first = self.start + self.layer_types.index(kind)
@@ -98,11 +109,23 @@ class _LayerRun(nn.Module):
                 position_ids=state.position_ids,
                 layer_idx=first if cache is not None else None,
                 **{_cache_kwarg(build): cache},  # `cache` in transformers 5.24, `past_key_values` in 5.17
+                **self.mask_kwargs,
             )
-        extra = {}
-        if self.rotary is not None:
-            extra["position_embeddings"] = self.rotary(hidden, position_ids=state.position_ids)
+        extra: dict[str, Any] = {}
+        if _takes(type(self.layers[0]).forward, "alibi"):  # Falcon: the bias, or None with rotary
+            extra["alibi"] = None
+            if self.alibi:
+                extra["alibi"], masks[FULL] = falcon_alibi(self.config, hidden, state.attention_mask, past, masks[FULL])
+        # (cos, sin) per layer type, each (B, T, rotary dim); Gemma-3 has a local and a global rotary
+        rotary: dict[str, Any] = {}
+        if self.rotary is not None and self.rotary_per_type:
+            rotary = {kind: self.rotary(hidden, state.position_ids, kind) for kind in dict.fromkeys(self.layer_types)}
+        elif self.rotary is not None:
+            shared = self.rotary(hidden, position_ids=state.position_ids)
+            rotary = dict.fromkeys(self.layer_types, shared)
         for layer, kind in zip(self.layers, self.layer_types, strict=True):
+            if rotary:
+                extra["position_embeddings"] = rotary[kind]
             hidden = layer(
                 hidden,
                 attention_mask=masks[kind],
@@ -111,6 +134,8 @@ class _LayerRun(nn.Module):
                 **{_cache_kwarg(type(layer).forward): cache},  # as for the masks above
                 **extra,
             )
+            if isinstance(hidden, tuple):  # Falcon's layers return (hidden, attention weights)
+                hidden = hidden[0]
         return hidden
 
 
@@ -173,6 +198,7 @@ class SplitTail(_LayerRun):
         super().__init__(layout, config, start, len(layout.layers))
         self.norm = layout.norm
         self.lm_head = layout.lm_head
+        self.logit_softcap = layout.logit_softcap
         self.loss_function = loss_function  # transformers' ForCausalLM loss: shifts labels by one
 
     def forward(
@@ -186,6 +212,8 @@ class SplitTail(_LayerRun):
         shifted by one as in the unsplit model), or ``.loss = None`` without labels."""
         hidden = self.norm(self.run(state, cache))
         logits = self.lm_head(hidden)
+        if self.logit_softcap is not None:  # Gemma's ForCausalLM caps the logits before the loss
+            logits = torch.tanh(logits / self.logit_softcap) * self.logit_softcap
         loss = None
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=logits.shape[-1])

@@ -21,11 +21,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from fedcore.algorithms import ProgressEvent, RunReport, algorithm_of, algorithms, get_algorithm
+from fedcore.algorithms.builders import base_model, data_summary, tokenizer_of
 from fedcore.algorithms.registry import Checkpoint
 from fedcore.algorithms.split.config import DEFAULT_CONFIG, default_config_text
 from fedcore.config import parse_toml, read_toml
 
 from .checkpoint import load_checkpoint, read_json_object
+from .export import TextEval, client_shards, evaluate_exported, export_trained
 from .metrics import MetricsWriter, plot_curve, plot_loss, read_metrics
 from .runner import RunOutcome, run
 
@@ -121,6 +123,7 @@ def run_job(
     directory. ``resume``: go on from that checkpoint of ``run_dir`` (see ``resume_point``)."""
     console = console or Console()
     spec = algorithm_of(config)
+    prepare(config, console)
     run_dir = run_dir or new_run_dir(config.output.dir)
     write_run_config(config, run_dir)
     console.print(f"[bold]fedcore[/] {spec.describe(config)}; transport {config.transport.kind}")
@@ -138,15 +141,40 @@ def run_job(
     return run_dir
 
 
+def prepare(config: Any, console: Console) -> None:
+    """What a run needs before any process starts: a GGUF converted once (every process then
+    loads the cached folder), the tokenizer, the data loaded, partitioned and encoded. Bad data
+    stops the run here with one line (``ValueError``); otherwise one line says what encoding did."""
+    spec = algorithm_of(config)
+    if config.model.is_pretrained:  # a missing folder, missing weights, an unsplittable family: here
+        base_model(config.model, tokenizer_of(config.model).vocab_size)
+    console.print(data_summary(config.data, client_shards(spec, config)))
+
+
 def write_outputs(config: Any, outcome: RunOutcome, run_dir: Path, console: Console) -> None:
-    """``metrics.jsonl``, the plots and the summary tables of a finished run."""
+    """The exported model and its evaluation (``output.save_model``), ``metrics.jsonl``, the plots
+    and the summary tables of a finished run."""
     report = outcome.report
     spec = get_algorithm(outcome.algorithm)
+    text: list[TextEval] = []
+    if config.output.save_model and report.trained is not None and report.trained.clients:
+        artifacts = export_trained(config, report.trained, run_dir)
+        text = evaluate_exported(config, report.trained, artifacts, client_shards(spec, config))
+        console.print(f"saved the trained model ({report.trained.kind}) under {run_dir / 'model'}")
     with MetricsWriter(run_dir / "metrics.jsonl") as writer:
         writer.write("config", algorithm=outcome.algorithm, config=spec.config_to_dict(config))
         for kind, fields in report.records:
             writer.write(kind, **fields)
-        writer.write("summary", **{"wall_seconds": outcome.wall_seconds, **report.summary, "losses": report.losses})
+        for row in text:
+            writer.write("text_eval", **row.record())
+        summary = {"wall_seconds": outcome.wall_seconds, **report.summary, "losses": report.losses}
+        summary["link_bytes"] = {  # every message at the server's link, all clients together
+            "up": sum(outcome.wire.get("received", {}).values()),
+            "down": sum(outcome.wire.get("sent", {}).values()),
+        }
+        if text:
+            summary["text_eval"] = [row.record() for row in text]
+        writer.write("summary", **summary)
     plots: list[Path] = []
     if config.output.plot:
         plots.append(_plot(outcome, run_dir))
@@ -154,6 +182,8 @@ def write_outputs(config: Any, outcome: RunOutcome, run_dir: Path, console: Cons
             plots += report.plots(run_dir)
     for table in tables(report):
         console.print(table)
+    if text:
+        console.print(text_table(text))
     console.print(f"wrote {run_dir / 'metrics.jsonl'}" + "".join(f", {p}" for p in plots))
 
 
@@ -168,6 +198,26 @@ def tables(report: RunReport) -> list[Table]:
             table.add_row(*row)
         out.append(table)
     return out
+
+
+def text_table(rows: list[TextEval]) -> Table:
+    """Per client, before (the base) -> after (the exported model): held-out loss, ROUGE-L, exact match."""
+    table = Table(title="the saved model on each client's held-out data: base -> trained")
+    for col in ("client", "loss", "ROUGE-L", "exact match", "prompts"):
+        table.add_column(col, justify="right")
+
+    def pair(a: float, b: float, fmt: str) -> str:
+        return "-" if a != a or b != b else f"{a:{fmt}} -> {b:{fmt}}"
+
+    for r in rows:
+        table.add_row(
+            str(r.client),
+            pair(r.loss_before, r.loss_after, ".3f"),
+            pair(r.rouge_l_before, r.rouge_l_after, ".3f"),
+            pair(r.exact_before, r.exact_after, ".0%"),
+            str(r.prompts),
+        )
+    return table
 
 
 def _plot(outcome: RunOutcome, run_dir: Path) -> Path:

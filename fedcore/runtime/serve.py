@@ -17,7 +17,7 @@ from fedcore.algorithms.registry import Checkpoint
 from fedcore.transport import Server, load_keypair, save_keypair
 
 from .child import run_client
-from .job import loss_progress, new_run_dir, progress_done, write_outputs, write_run_config
+from .job import loss_progress, new_run_dir, prepare, progress_done, write_outputs, write_run_config
 from .processes import absent_peers, await_hellos, transport_options
 from .runner import _outcome, server_role
 
@@ -44,6 +44,7 @@ def serve(
     ``run_dir`` to go on from (``resume_point``); clients join again as at the start."""
     console = console or Console()
     spec = algorithm_of(config)
+    prepare(config, console)  # bad data or a missing checkpoint stops here, before binding
     if bind is not None:
         config = dataclasses.replace(config, transport=dataclasses.replace(config.transport, bind=bind))
     t = config.transport

@@ -71,6 +71,27 @@ def test_inject_by_short_names_llama_and_gpt2():
     assert names == ["0.attn.c_attn", "0.attn.c_proj", "0.mlp.c_proj", "1.attn.c_attn", "1.attn.c_proj", "1.mlp.c_proj"]
 
 
+@pytest.mark.parametrize(
+    "family,attn,mlp",
+    [
+        ("gemma2", ("self_attn.q_proj", "self_attn.o_proj"), ("mlp.up_proj", "mlp.down_proj")),
+        ("gemma3", ("self_attn.q_proj", "self_attn.o_proj"), ("mlp.up_proj", "mlp.down_proj")),
+        ("gpt_neox", ("attention.query_key_value", "attention.dense"), ("mlp.dense_h_to_4h", "mlp.dense_4h_to_h")),
+        (
+            "falcon",
+            ("self_attention.query_key_value", "self_attention.dense"),
+            ("mlp.dense_h_to_4h", "mlp.dense_4h_to_h"),
+        ),
+    ],
+)
+def test_inject_by_short_names_new_families(family, attn, mlp):
+    from fedcore.model import blocks
+
+    model = tiny_causal_lm(family, num_layers=2)
+    names = inject_lora(blocks(model), targets=["q", "o", "up", "down"], r=2, alpha=4)
+    assert names == [f"{i}.{n}" for i in range(2) for n in (*attn, *mlp)]
+
+
 def test_inject_refuses_targets_that_match_nothing():
     llama = tiny_causal_lm("llama", num_layers=3)
     with pytest.raises(ValueError, match="no module matched"):

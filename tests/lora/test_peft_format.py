@@ -101,3 +101,29 @@ def test_adapters_peft_cannot_express_are_refused(tmp_path):
     inject_lora([model.model.layers[1]], targets=["v"], r=2, alpha=4)  # different targets per layer
     with pytest.raises(ValueError, match="cannot express"):
         save_adapter(model, tmp_path)
+
+
+@pytest.mark.parametrize("family", ["gemma2", "gemma3", "gpt_neox", "falcon"])
+def test_new_families_round_trip_through_peft(tmp_path, family):
+    from fedcore.model import blocks
+
+    model = tiny_causal_lm(family, num_layers=3, seed=4)
+    layers = blocks(model)
+    inject_lora([layers[0], layers[2]], targets=["q", "o", "up", "down"], r=2, alpha=4)
+    with torch.no_grad():
+        for p in lora_parameters(model).values():
+            p.normal_(generator=torch.Generator().manual_seed(p.numel()))
+    save_adapter(model, tmp_path / "ours")
+    config = json.loads((tmp_path / "ours" / "adapter_config.json").read_text())
+    assert config["layers_to_transform"] == [0, 2] and len(config["target_modules"]) == 4
+
+    ids = torch.randint(3, 128, (2, 9), generator=torch.Generator().manual_seed(6))
+    theirs = peft.PeftModel.from_pretrained(tiny_causal_lm(family, num_layers=3, seed=4), tmp_path / "ours")
+    assert len(peft.get_peft_model_state_dict(theirs)) == len(lora_parameters(model)) == 16
+    with torch.no_grad():
+        expected = model(input_ids=ids).logits
+        torch.testing.assert_close(theirs(input_ids=ids).logits, expected, rtol=0, atol=1e-5)
+        theirs.save_pretrained(tmp_path / "theirs")
+        back = tiny_causal_lm(family, num_layers=3, seed=4)
+        assert len(load_adapter(back, tmp_path / "theirs")) == 8
+        torch.testing.assert_close(back(input_ids=ids).logits, expected, rtol=0, atol=0)

@@ -22,6 +22,11 @@ CASES = {
     "qwen2-mixed-window": ("qwen2", dict(use_sliding_window=True, sliding_window=3, max_window_layers=2)),
     "mistral-window": ("mistral", dict(sliding_window=3)),
     "gpt2": ("gpt2", {}),
+    "gemma2": ("gemma2", {}),
+    "gemma3": ("gemma3", {}),
+    "gpt_neox": ("gpt_neox", {}),
+    "falcon-new-arch": ("falcon", dict(new_decoder_architecture=True)),
+    "falcon-alibi": ("falcon", dict(alibi=True)),
 }
 
 # fedcore's source folders: fedcore/, and kernels/ and transport/ (fedcore.kernels / fedcore.transport)

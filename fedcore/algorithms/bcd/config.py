@@ -76,9 +76,9 @@ class BCDConfig:
     def __post_init__(self) -> None:
         check_choices(self, "")
         _check(
-            1 <= self.layers_per_block <= self.model.num_layers,
+            1 <= self.layers_per_block <= (10**6 if self.model.is_pretrained else self.model.num_layers),
             f"layers_per_block must be in [1, model.num_layers = {self.model.num_layers}]",
-        )
+        )  # a checkpoint's depth is checked when its blocks are grouped
         for name in ("clients", "rounds", "local_steps", "batch_size", "lora_r", "staleness"):
             _check(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
         _check(0.0 < self.participation <= 1.0, f"participation must be in (0, 1], got {self.participation}")
@@ -100,7 +100,11 @@ class BCDConfig:
 
     @property
     def num_blocks(self) -> int:
-        return -(-self.model.num_layers // self.layers_per_block)
+        """Coordinate blocks: the model's layers in groups of ``layers_per_block`` (a checkpoint's
+        layer count is read from its config)."""
+        from ..builders import layer_count
+
+        return -(-layer_count(self.model) // self.layers_per_block)
 
 
 def resume_refusal(config: BCDConfig) -> str | None:

@@ -14,11 +14,10 @@ from typing import Any
 
 import torch
 
-from fedcore.data import CharTokenizer
 from fedcore.lora import inject_lora
 from fedcore.model import blocks as model_layers
 
-from ..builders import ClientData, base_model, client_datasets, shuffled_epochs
+from ..builders import ClientData, base_model, client_datasets, shuffled_epochs, tokenizer_of
 from ..registry import Checkpoint, Progress, ProgressEvent
 from ..threads import serve_in_threads
 from .client import BlockClient
@@ -75,13 +74,13 @@ class BCDResult:
 
 
 def client_data(config: BCDConfig) -> list[ClientData]:
-    return client_datasets(config.data, config.clients, config.batch_size, CharTokenizer())
+    return client_datasets(config.data, config.clients, config.batch_size, tokenizer_of(config.model))
 
 
 def build_model(config: BCDConfig) -> torch.nn.Module:
     """The frozen base model, with LoRA in every layer in ``lora`` mode (seeded: every process
     builds the same weights and factors)."""
-    model = base_model(config.model, CharTokenizer().vocab_size).to(getattr(torch, config.dtype))
+    model = base_model(config.model, tokenizer_of(config.model).vocab_size).to(getattr(torch, config.dtype))
     if config.mode == "lora":
         torch.manual_seed(config.seed + 1)
         inject_lora(list(model_layers(model)), r=config.lora_r, alpha=config.lora_alpha)
@@ -90,7 +89,7 @@ def build_model(config: BCDConfig) -> torch.nn.Module:
 
 def build_trainer(config: BCDConfig, index: int, data: ClientData) -> LocalBlockTraining:
     """Client ``index``'s local model and data."""
-    batches = shuffled_epochs(data, config.batch_size, config.seed + 7919 * index, CharTokenizer().pad_id)
+    batches = shuffled_epochs(data, config.batch_size, config.seed + 7919 * index, tokenizer_of(config.model).pad_id)
     return LocalBlockTraining(
         build_model(config).to(config.device),
         batches,

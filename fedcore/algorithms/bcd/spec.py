@@ -7,7 +7,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ..registry import AlgorithmSpec, ReportTable, RunReport, register_algorithm
+import torch
+
+from fedcore.lora import inject_lora
+from fedcore.model import blocks
+
+from ..builders import describe_model
+from ..registry import AlgorithmSpec, ReportTable, RunReport, TrainedModel, register_algorithm
 from .config import METHODS, BCDConfig, resume_refusal
 from .runner import BCDResult, bcd_client, bcd_server
 from .timeline import plot_timeline
@@ -16,8 +22,8 @@ from .timeline import plot_timeline
 def describe(config: BCDConfig) -> str:
     m = config.model
     return (
-        f"{config.method}: tiny {m.family} ({m.num_layers} layers, hidden {m.hidden_size}, "
-        f"{config.num_blocks} blocks, {config.mode}), {config.clients} clients, {config.rounds} rounds of "
+        f"{config.method}: {describe_model(m)}, "
+        f"{config.num_blocks} blocks ({config.mode}), {config.clients} clients, {config.rounds} rounds of "
         f"K={config.local_steps}, schedule {config.schedule}"
         + (f", links at {config.transport.mbps} MB/s" if config.transport.mbps else "")
     )
@@ -66,7 +72,26 @@ def report(config: BCDConfig, result: BCDResult, wire: dict[str, Any]) -> RunRep
             "dropped": {str(k): v for k, v in result.dropped.items()},
         },
         plots=plots if config.output.plot else None,
+        trained=trained_model(config, result),
     )
+
+
+def trained_model(config: BCDConfig, result: BCDResult) -> TrainedModel | None:
+    """The final global model's blocks (full parameters, or LoRA factors in ``lora`` mode), the same
+    for every client."""
+    if not result.final_params:
+        return None
+    params = result.final_params
+
+    @torch.no_grad()
+    def apply(model: Any, client: int) -> None:
+        if config.mode == "lora":
+            inject_lora(list(blocks(model)), r=config.lora_r, alpha=config.lora_alpha)
+        for name, value in params.items():
+            model.get_parameter(name).copy_(value)
+
+    kept = [k for k in range(config.clients) if k not in result.dropped]
+    return TrainedModel("lora" if config.mode == "lora" else "full", apply, shared=True, clients=kept)
 
 
 SPECS = {

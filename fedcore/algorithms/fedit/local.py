@@ -15,11 +15,10 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from fedcore.data import CharTokenizer
 from fedcore.lora import LoRALinear, inject_lora, load_lora_state, lora_parameters, lora_state
 from fedcore.model import blocks
 
-from ..builders import ClientData, base_model, client_datasets
+from ..builders import ClientData, base_model, client_datasets, tokenizer_of
 from .config import FedITConfig
 
 State = dict[str, torch.Tensor]
@@ -30,7 +29,7 @@ def build_model(config: FedITConfig, device: str | None = None) -> nn.Module:
     """The frozen base with fresh LoRA factors (A Kaiming-uniform, B zero: the base's output) on
     ``device`` (default ``config.train.device``). Seeds torch's global RNG: build roles before any
     of them trains."""
-    model = base_model(config.model, CharTokenizer().vocab_size)
+    model = base_model(config.model, tokenizer_of(config.model).vocab_size)
     torch.manual_seed(config.train.seed + 1)
     lc = config.lora
     inject_lora(list(blocks(model)), targets=lc.targets, r=lc.r, alpha=lc.alpha, dropout=lc.dropout)
@@ -44,7 +43,7 @@ def initial_state(config: FedITConfig) -> State:
 
 def client_data(config: FedITConfig) -> list[ClientData]:
     """Every client's shard (train pairs, eval batches of ``train.batch_size``), from seeds."""
-    return client_datasets(config.data, config.train.clients, config.train.batch_size, CharTokenizer())
+    return client_datasets(config.data, config.train.clients, config.train.batch_size, tokenizer_of(config.model))
 
 
 class LocalTraining:

@@ -30,10 +30,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fedcore.aggregate import mismatch, weighted_average
-from fedcore.data import CharTokenizer
 from fedcore.transport import Message, PeerTimeout, TransportError
 
-from ..builders import shuffled_epochs
+from ..builders import shuffled_epochs, tokenizer_of
 from ..mailbox import Mailbox, op_is
 from ..registry import Checkpoint, Progress, ProgressEvent, python_rng_state, restore_python_rng
 from ..roster import Roster
@@ -88,7 +87,7 @@ class FedITClient:
     def batch_stream(self) -> Any:
         """The client's training batches from the start."""
         seed = self.config.train.seed + 7919 * self.index
-        return shuffled_epochs(self.data, self.config.train.batch_size, seed, CharTokenizer().pad_id)
+        return shuffled_epochs(self.data, self.config.train.batch_size, seed, tokenizer_of(self.config.model).pad_id)
 
     def seek(self, steps: int) -> None:
         """Put the batch stream where it is after ``steps`` batches: skip ahead from here, or from

@@ -6,7 +6,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..registry import AlgorithmSpec, Progress, ReportTable, RunReport, register_algorithm
+from fedcore.lora import inject_lora, load_lora_state
+from fedcore.model import blocks
+
+from ..builders import describe_model
+from ..registry import AlgorithmSpec, Progress, ReportTable, RunReport, TrainedModel, register_algorithm
 from .config import FedITConfig
 from .roles import FedITClient, FedITResult, FedITServer
 
@@ -24,7 +28,7 @@ def fedit_client(config: FedITConfig, link: Any, index: int) -> FedITClient:
 def describe(config: FedITConfig) -> str:
     m, lc, tc = config.model, config.lora, config.train
     return (
-        f"fedit (LoRA FedAvg): tiny {m.family} ({m.num_layers} layers, hidden {m.hidden_size}), LoRA r={lc.r} "
+        f"fedit (LoRA FedAvg): {describe_model(m)}, LoRA r={lc.r} "
         f"on {'/'.join(lc.targets)}, {tc.clients} clients ({config.participation:.0%} per round), "
         f"{tc.rounds} rounds of {tc.local_steps} steps"
     )
@@ -95,7 +99,22 @@ def report(config: FedITConfig, result: FedITResult, wire: dict[str, Any]) -> Ru
             "wall_seconds": result.wall_seconds,
             "dropped": {str(k): v for k, v in result.dropped.items()},
         },
+        trained=trained_model(config, result),
     )
+
+
+def trained_model(config: FedITConfig, result: FedITResult) -> TrainedModel | None:
+    """The final global adapter, the same for every client."""
+    if not result.final_state:
+        return None
+    lc, state = config.lora, result.final_state
+
+    def apply(model: Any, client: int) -> None:
+        inject_lora(list(blocks(model)), targets=lc.targets, r=lc.r, alpha=lc.alpha, dropout=lc.dropout)
+        load_lora_state(model, state)
+
+    kept = [k for k in range(config.train.clients) if k not in result.dropped]
+    return TrainedModel("lora", apply, shared=True, clients=kept)
 
 
 SPEC = register_algorithm(

@@ -4,15 +4,19 @@ evaluation."""
 
 from __future__ import annotations
 
+import re
+from typing import cast
+
 import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from fedcore.data import CharTokenizer, collate, dirichlet_partition, encode_example, make_instruction_task
+from fedcore.data import collate, dirichlet_partition, encode_example, make_instruction_task
 from fedcore.fisher import FisherAccumulator
 from fedcore.lora import inject_lora, load_lora_state, lora_parameters, lora_state
-from fedcore.model.tiny import tiny_causal_lm
+from fedcore.model import blocks
 
+from ..builders import base_model, client_datasets, tokenizer_of
 from .config import FibecFedConfig
 from .curriculum import order_by_difficulty
 from .layers import layer_output_sensitivity
@@ -22,43 +26,53 @@ Batch = dict[str, torch.Tensor]
 State = dict[str, torch.Tensor]
 
 
+_LAYER_INDEX = re.compile(r"(?:^|\.)(?:layers|h)\.(\d+)\.")
+
+
 def layer_of(name: str) -> int:
-    """The decoder layer index in a LoRA parameter's name (``...layers.<i>....``)."""
-    return int(name.split("layers.")[1].split(".")[0])
+    """The decoder layer index in a LoRA parameter's name (``...layers.<i>....``, or GPT-2 and
+    Falcon's ``...h.<i>....``)."""
+    found = _LAYER_INDEX.search(name)
+    if found is None:
+        raise ValueError(f"{name!r} is not inside a decoder layer")
+    return int(found.group(1))
 
 
 def build_setup(c: FibecFedConfig) -> tuple[PreTrainedModel, State, list[list[Batch]], list[Batch], list[int]]:
     """(model with LoRA on q and v, its initial LoRA state, each client's training batches, each
     client's evaluation batch, each client's example count n_k). Identical in every process for
-    the same config (seeded)."""
-    torch.manual_seed(c.seed)
-    tok = CharTokenizer()
-    m = c.model
-    model = tiny_causal_lm(m.family, vocab_size=m.vocab_size or tok.vocab_size, hidden_size=m.hidden_size,
-                           num_layers=m.num_layers, num_heads=m.num_heads, num_kv_heads=m.num_kv_heads, seed=m.seed,
-                           initializer_range=m.init_std,
-                           **({"intermediate_size": m.intermediate_size} if m.intermediate_size else {}))  # fmt: skip
-    model.requires_grad_(False)
-    inject_lora(model.model.layers, targets=["q", "v"], r=c.lora_r, alpha=2.0 * c.lora_r)
+    the same config (seeded). The model and tokenizer come from ``builders`` (tiny or a
+    checkpoint); the data is the generated task (``samples_per_client`` on average per client,
+    one sixth held out) or ``data.path``'s rows partitioned by ``builders.client_datasets``."""
+    tok = tokenizer_of(c.model)
+    model = cast(PreTrainedModel, base_model(c.model, tok.vocab_size))
+    torch.manual_seed(c.seed)  # after the base: the LoRA factors do not depend on how it was built
+    inject_lora(blocks(model), targets=["q", "v"], r=c.lora_r, alpha=2.0 * c.lora_r)
     nn.Module.to(model, c.device)  # (transformers types its own .to for dtypes only)
     start_state = {k: v.clone() for k, v in lora_state(model).items()}
     d = c.data
-    pool = make_instruction_task(c.clients * (c.samples_per_client + 4), seed=d.seed, skills=d.skills)
-    parts = dirichlet_partition([ex.skill for ex in pool], c.clients, alpha=d.dirichlet_alpha, seed=d.seed,
-                                min_per_client=8)  # fmt: skip
+    if d.path:
+        shards = client_datasets(d, c.clients, c.batch_size, tok)
+        encoded = [(data.train, data.held_out) for data in shards]
+    else:
+        pool = make_instruction_task(c.clients * (c.samples_per_client + 4), seed=d.seed, skills=d.skills)
+        parts = dirichlet_partition([ex.skill for ex in pool], c.clients, alpha=d.dirichlet_alpha, seed=d.seed,
+                                    min_per_client=8)  # fmt: skip
+        encoded = []
+        for idx in parts:
+            enc = [encode_example(tok, pool[i], max_len=d.max_len) for i in idx]
+            n_eval = max(1, len(enc) // 6)
+            encoded.append((enc[n_eval:], enc[:n_eval]))
     train, evals = [], []
-    for idx in parts:
-        enc = [encode_example(tok, pool[i], max_len=d.max_len) for i in idx]
-        n_eval = max(1, len(enc) // 6)
-        evals.append(_to(collate(enc[:n_eval], pad_id=tok.pad_id), c.device))
-        rest = enc[n_eval:]
+    for rest, held in encoded:
+        evals.append(_to(collate(held, pad_id=tok.pad_id), c.device))
         train.append(
             [
                 _to(collate(rest[i : i + c.batch_size], pad_id=tok.pad_id), c.device)
                 for i in range(0, len(rest), c.batch_size)
             ]
         )
-    return model, start_state, train, evals, [len(p) for p in parts]
+    return model, start_state, train, evals, [len(rest) + len(held) for rest, held in encoded]
 
 
 def _to(batch: Batch, device: str) -> Batch:
@@ -72,7 +86,7 @@ def client_init(
     sensitivity (L,) averaged over its batches, batch order easiest first by the Fisher trace of
     the first epoch, Fisher row sums with momentum per LoRA weight after ``fisher_epochs``)."""
     load_lora_state(model, start_state)
-    layers = model.model.layers
+    layers = blocks(model)
     sens = [layer_output_sensitivity(model, layers, b, gamma=c.gamma) for b in batches]
     scores = torch.stack(sens).mean(0)
     # the first T' epochs of local training, with the Fisher statistics collected on the way;

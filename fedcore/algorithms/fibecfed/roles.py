@@ -56,6 +56,7 @@ class RoleRunResult:
     eval_loss: list[float] = field(default_factory=list)  # nats per answer token over the evaluated clients
     dropped: dict[int, str] = field(default_factory=dict)  # client index -> why it left the run
     final_state: State = field(default_factory=dict)  # the global GAL parameters at the end
+    client_states: dict[int, State] = field(default_factory=dict)  # client -> its whole LoRA at the end
 
 
 class FibecFedClient:
@@ -249,11 +250,25 @@ class FibecFedServer:
             if self.on_progress is not None:
                 ckpt = functools.partial(self.checkpoint, result, global_state)  # built only when kept
                 self.on_progress(ProgressEvent(1, result.eval_loss[-1], f"round {t + 1}/{c.rounds}", t, ckpt))
+        if c.output.save_model:
+            result.client_states = self.final_states(result, global_state)
         for p in sorted(self.active):
             self._send(p, {}, {"op": "stop"}, tag="control")
         result.dropped = self.roster.dropped_by_index()
         result.final_state = global_state
         return result
+
+    def final_states(self, result: RoleRunResult, global_state: State) -> dict[int, State]:
+        """The whole LoRA each evaluated client ends with (its local layers under the global GAL),
+        collected with ``save`` as a checkpoint is; a client that does not answer is left out."""
+        tensors = self.checkpoint(result, global_state).tensors
+        out: dict[int, State] = {}
+        for k in range(min(self.c.eval_clients, len(self.peers))):
+            prefix = f"client/{k}/{STATE}"
+            own = {n[len(prefix) :]: v for n, v in tensors.items() if n.startswith(prefix)}
+            if own:
+                out[k] = {**own, **global_state}
+        return out
 
     def choose_gal(self) -> list[int]:
         """The init phase (FibecFed): every client's layer sensitivity -> the GAL; FedIT: all layers."""

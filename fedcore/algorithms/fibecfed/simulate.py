@@ -29,6 +29,7 @@ import torch
 
 from fedcore.aggregate import weighted_average
 from fedcore.lora import lora_parameters
+from fedcore.model import blocks
 
 from .config import FibecFedConfig
 from .curriculum import batches_in_round
@@ -61,7 +62,7 @@ def run_fibecfed(config: FibecFedConfig) -> FibecFedResult:
 
     # ---- initialization
     t0 = time.perf_counter()
-    n_layers = len(model.model.layers)
+    n_layers = len(blocks(model))
     orders: list[list[int]] = []
     fisher_rows: list[dict[str, torch.Tensor]] = []
     layer_scores: list[torch.Tensor] = []

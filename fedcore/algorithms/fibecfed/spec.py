@@ -6,7 +6,11 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from ..registry import AlgorithmSpec, Progress, ReportTable, RunReport, register_algorithm
+from fedcore.lora import inject_lora, load_lora_state
+from fedcore.model import blocks
+
+from ..builders import ClientData, client_datasets, describe_model, tokenizer_of
+from ..registry import AlgorithmSpec, Progress, ReportTable, RunReport, TrainedModel, register_algorithm
 from .config import FibecFedConfig
 from .local import build_setup
 from .roles import FibecFedClient, FibecFedServer, RoleRunResult
@@ -26,12 +30,20 @@ def fibecfed_client(config: FibecFedConfig, link: Any, index: int) -> FibecFedCl
     )
 
 
+def client_data(config: FibecFedConfig) -> list[ClientData]:
+    """Each client's held-out data as the roles use it (the generated task's one eval batch, or
+    ``data.path``'s shards with their generation prompts)."""
+    if config.data.path:
+        return client_datasets(config.data, config.clients, config.batch_size, tokenizer_of(config.model))
+    _, _, _, evals, _ = build_setup(config)
+    return [ClientData(train=[], eval_batches=[batch], skills={}) for batch in evals]
+
+
 def describe(config: FibecFedConfig) -> str:
     m = config.model
     gal = "eigengap rule" if config.gal_eigengap else f"ratio {config.gal_ratio}"
     return (
-        f"fibecfed ({config.method}): tiny {m.family} ({m.num_layers} layers, hidden {m.hidden_size}, "
-        f"LoRA r {config.lora_r} on q, v), "
+        f"fibecfed ({config.method}): {describe_model(m)}, LoRA r {config.lora_r} on q, v, "
         f"{config.clients} clients ({config.per_round} per round), {config.rounds} rounds, GAL by {gal}, "
         f"curriculum {'on' if config.curriculum else 'off'}, neuron masks "
         f"{'rho ' + str(config.rho) if config.neuron_selection else 'off'}"
@@ -91,6 +103,7 @@ def report(config: FibecFedConfig, result: RoleRunResult, wire: dict[str, Any]) 
             "wire": wire,
             "dropped": {str(k): v for k, v in result.dropped.items()},
         },
+        trained=trained_model(config, result),
     )
 
 
@@ -104,5 +117,19 @@ SPEC = register_algorithm(
         total=lambda c: c.rounds,
         describe=describe,
         resumable=True,
+        client_data=client_data,
     )
 )
+
+
+def trained_model(config: FibecFedConfig, result: RoleRunResult) -> TrainedModel | None:
+    """Each evaluated client's LoRA at the end: the global GAL layers and its own local layers."""
+    states = result.client_states
+    if not states:
+        return None
+
+    def apply(model: Any, client: int) -> None:
+        inject_lora(list(blocks(model)), targets=["q", "v"], r=config.lora_r, alpha=2.0 * config.lora_r)
+        load_lora_state(model, states[client])
+
+    return TrainedModel("lora", apply, shared=False, clients=sorted(states))

@@ -103,11 +103,12 @@ class SplitRunConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
 
     def __post_init__(self) -> None:
-        check(self.model.num_layers >= 3, "model.num_layers must be >= 3 (head, body and tail each need one)")
-        check(
-            self.split.blocks_a + self.split.blocks_c <= self.model.num_layers - 1,
-            f"split.blocks_a + split.blocks_c must be <= model.num_layers - 1 = {self.model.num_layers - 1}",
-        )
+        if not self.model.is_pretrained:  # a checkpoint's depth is checked when it is split
+            check(self.model.num_layers >= 3, "model.num_layers must be >= 3 (head, body and tail each need one)")
+            check(
+                self.split.blocks_a + self.split.blocks_c <= self.model.num_layers - 1,
+                f"split.blocks_a + split.blocks_c must be <= model.num_layers - 1 = {self.model.num_layers - 1}",
+            )
         check(
             self.codecs.h_A != "int8+noise" or self.noise.std > 0,
             "codecs.h_A = 'int8+noise' needs noise.std > 0 (or use codecs.h_A = 'int8')",

@@ -1,8 +1,7 @@
 """Building a split run's parts from its config, identically in every process.
 
-The base model is random-initialised from ``model.seed`` and the data generated from
-``data.seed``, so a server process and N client processes build the same base weights and the
-same partition without shipping either (a real deployment loads the same checkpoint instead).
+``fedcore.algorithms.builders`` gives every process the same base weights (random from
+``model.seed``, or one checkpoint) and the same partition, so neither is shipped.
 """
 
 from __future__ import annotations
@@ -15,11 +14,10 @@ from collections.abc import Iterator
 import torch
 
 from fedcore.codec import Codec, noisy_int8
-from fedcore.data import CharTokenizer
 from fedcore.lora import inject_lora, lora_parameters
 from fedcore.model import SplitModel, split_model
 
-from ..builders import ClientData, base_model, client_datasets, shuffled_epochs
+from ..builders import ClientData, Tokenizer, base_model, client_datasets, shuffled_epochs
 from .config import SplitRunConfig
 from .step import ClientParts, ServerParts
 
@@ -38,8 +36,8 @@ def lr_schedule(opt: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-def build_client_data(config: SplitRunConfig, tokenizer: CharTokenizer) -> list[ClientData]:
-    """Generate the task, partition it over clients (IID or Dirichlet over skills), encode it."""
+def build_client_data(config: SplitRunConfig, tokenizer: Tokenizer) -> list[ClientData]:
+    """The clients' shards (``builders.client_datasets``)."""
     return client_datasets(config.data, config.train.clients, config.train.batch_size, tokenizer)
 
 
@@ -48,13 +46,14 @@ def endless_batches(data: ClientData, config: SplitRunConfig, client: int, pad_i
     return shuffled_epochs(data, config.train.batch_size, config.train.seed + 7919 * client, pad_id)
 
 
-def build_split(config: SplitRunConfig, tokenizer: CharTokenizer) -> SplitModel:
+def build_split(config: SplitRunConfig, tokenizer: Tokenizer) -> SplitModel:
     """The frozen base model on ``train.device``, split; identical in every process for the same config."""
     model = base_model(config.model, tokenizer.vocab_size).to(config.train.device)
     return split_model(model, config.split.blocks_a, config.split.blocks_c)
 
 
-def _add_lora(config: SplitRunConfig):
+def add_lora(config: SplitRunConfig):
+    """``inject_lora`` with the run's LoRA settings (call it on a part's ``layers``)."""
     lc = config.lora
     return functools.partial(inject_lora, targets=lc.targets, r=lc.r, alpha=lc.alpha, dropout=lc.dropout)
 
@@ -69,7 +68,7 @@ def server_steps(config: SplitRunConfig) -> int:
 def server_parts(config: SplitRunConfig, sm: SplitModel) -> ServerParts:
     """The body with LoRA, its AdamW and its own LR schedule over ``server_steps(config)`` steps."""
     torch.manual_seed(config.train.seed + 1)
-    _add_lora(config)(sm.body.layers)
+    add_lora(config)(sm.body.layers)
     opt = torch.optim.AdamW(lora_parameters(sm.body).values(), lr=config.train.lr, weight_decay=0.0)
     return ServerParts(sm.body, opt, lr_schedule(opt, server_steps(config)))
 
@@ -80,7 +79,7 @@ def client_parts(config: SplitRunConfig, sm: SplitModel, client: int) -> ClientP
     head, tail = copy.deepcopy((sm.head, sm.tail))  # tied weights stay tied within the pair
     for part in (head, tail):
         if len(part.layers):
-            _add_lora(config)(part.layers)
+            add_lora(config)(part.layers)
     params = [*lora_parameters(head).values(), *lora_parameters(tail).values()]
     opt = torch.optim.AdamW(params, lr=config.train.lr, weight_decay=0.0)
     tc = config.train

@@ -8,15 +8,26 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from fedcore.accounting import merge_counts
-from fedcore.data import CharTokenizer
+from fedcore.lora import load_lora_state, lora_state
+from fedcore.model import split_model
 
-from ..registry import AlgorithmSpec, Checkpoint, Progress, ProgressEvent, ReportTable, RunReport, register_algorithm
+from ..builders import describe_model, tokenizer_of
+from ..registry import (
+    AlgorithmSpec,
+    Checkpoint,
+    Progress,
+    ProgressEvent,
+    ReportTable,
+    RunReport,
+    TrainedModel,
+    register_algorithm,
+)
 from .client_role import SplitClientRole
 from .config import SplitRunConfig
 from .modes import make_server_role
 from .resume import split_checkpoint, split_resume
 from .server_role import SplitServerResult, StepReport
-from .setup import build_client_data, build_split, client_parts, endless_batches, wire_codecs
+from .setup import add_lora, build_client_data, build_split, client_parts, endless_batches, wire_codecs
 
 DIRECTIONS = (
     ("h_A", "client -> server"),
@@ -45,6 +56,9 @@ class SplitRunResult:
     wall_seconds: float
     client_sizes: list[int]
     extra: dict[str, Any] = field(default_factory=dict)
+    # the LoRA at the end: ``body.<name>`` (the server's body) and ``head.<name>`` / ``tail.<name>``
+    # (the last average, which every client in the run holds)
+    final_lora: dict[str, Any] = field(default_factory=dict)
 
     @property
     def tokens(self) -> int:
@@ -66,7 +80,7 @@ class SplitServer:
     def __init__(self, config: SplitRunConfig, link: Any, peers: list[str], on_progress: Progress | None = None):
         self.t0 = time.perf_counter()
         self.config, self.link, self.peers = config, link, peers
-        tokenizer = CharTokenizer()
+        tokenizer = tokenizer_of(config.model)
         self.data = build_client_data(config, tokenizer)
         rounds = config.train.rounds
 
@@ -111,6 +125,10 @@ class SplitServer:
             wire_messages=merge_counts(stats["received_messages"], stats["sent_messages"]),
             wall_seconds=time.perf_counter() - self.t0,
             client_sizes=[len(d.train) for d in self.data],
+            final_lora={
+                **{f"body.{n}": t.to("cpu") for n, t in lora_state(self.role.parts.body).items()},
+                **{n: t.detach().to("cpu", copy=True) for n, t in self.role.last_average.items()},
+            },
             extra={
                 "skills": [d.skills for d in self.data],
                 "dropped": {self.peers.index(p): why for p, why in self.role.dropped.items()},
@@ -122,7 +140,7 @@ class SplitServer:
 
 def split_client(config: SplitRunConfig, link: Any, index: int) -> SplitClientRole:
     """Client ``index``'s role: its data shard, its head and tail with LoRA, its codecs."""
-    tokenizer = CharTokenizer()
+    tokenizer = tokenizer_of(config.model)
     data = build_client_data(config, tokenizer)[index]
     codecs, noise_std = wire_codecs(config, index)
     return SplitClientRole(
@@ -140,8 +158,8 @@ def split_client(config: SplitRunConfig, link: Any, index: int) -> SplitClientRo
 def describe(config: SplitRunConfig) -> str:
     m, s, tc, c = config.model, config.split, config.train, config.codecs
     return (
-        f"split fine-tuning: tiny {m.family} ({m.num_layers} layers, head {s.blocks_a} / body "
-        f"{m.num_layers - s.blocks_a - s.blocks_c} / tail {s.blocks_c}), {tc.clients} clients, mode {s.mode}, "
+        f"split fine-tuning: {describe_model(m)}, head {s.blocks_a} / tail {s.blocks_c} layers on each client, "
+        f"the body on the server, {tc.clients} clients, mode {s.mode}, "
         f"noise std {config.noise.std}{' x mean|h_A|' if config.noise.relative else ''}, codecs "
         f"h_A {c.h_A} / h_B {c.h_B} / dh_B {c.dh_B} / dh_A {c.dh_A}"
     )
@@ -199,7 +217,27 @@ def report(config: SplitRunConfig, result: SplitRunResult, wire: dict[str, Any])
             "dropped": {str(k): v for k, v in result.extra.get("dropped", {}).items()},
             "rejoined": {str(k): v for k, v in result.extra.get("rejoined", {}).items()},
         },
+        trained=trained_model(config, result),
     )
+
+
+def trained_model(config: SplitRunConfig, result: SplitRunResult) -> TrainedModel | None:
+    """The body's LoRA with the last head/tail average: the whole model every client in the run
+    ends with (one adapter over all layers)."""
+    if not result.final_lora:
+        return None
+    state = result.final_lora
+
+    def apply(model: Any, client: int) -> None:
+        sm = split_model(model, config.split.blocks_a, config.split.blocks_c)  # the parts share its modules
+        for name, part in (("head", sm.head), ("body", sm.body), ("tail", sm.tail)):
+            if len(part.layers):
+                add_lora(config)(part.layers)
+                load_lora_state(part, {n[len(name) + 1 :]: t for n, t in state.items() if n.startswith(name + ".")})
+
+    dropped = result.extra.get("dropped", {})
+    kept = [k for k in range(config.train.clients) if k not in dropped]
+    return TrainedModel("lora", apply, shared=True, clients=kept)
 
 
 SPEC = register_algorithm(
