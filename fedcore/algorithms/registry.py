@@ -177,7 +177,9 @@ class AlgorithmSpec:
     checkpoint's ``state["progress"]`` says how much of ``total`` it had done (default: its
     rounds). ``client_data(config)``: every client's ``builders.ClientData`` as the method shards
     it, for the evaluation after the run (default: ``builders.client_datasets`` of the config's
-    ``data``)."""
+    ``data``). ``check_model(config, model)`` raises ``ValueError`` when the loaded base does not
+    fit the config (e.g. fewer layers than the split needs), before any process starts (default:
+    the model's decoder layers can be found)."""
 
     name: str
     config_class: type
@@ -190,6 +192,7 @@ class AlgorithmSpec:
     resumable: bool = False
     resume_refusal: Callable[[Any], str | None] = lambda config: None
     client_data: Callable[[Any], list[Any]] | None = None
+    check_model: Callable[[Any, Any], None] = lambda config, model: _check_layers(model)
 
     def config_from_dict(self, data: dict[str, Any]) -> Any:
         """The config of a TOML file's tables (``algorithm`` names this spec)."""
@@ -207,6 +210,12 @@ class AlgorithmSpec:
             data.pop(key, None)
         data.pop("algorithm", None)
         return {"algorithm": self.name, **data}
+
+
+def _check_layers(model: Any) -> None:
+    from fedcore.model import blocks
+
+    blocks(model)
 
 
 _REGISTRY: dict[str, AlgorithmSpec] = {}

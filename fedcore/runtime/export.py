@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import Any, cast
 
 import torch
-from transformers import AutoModelForCausalLM, PreTrainedModel
+from transformers import PreTrainedModel
 from transformers.utils import logging as hf_logging
 
 from fedcore.algorithms import AlgorithmSpec, TrainedModel
-from fedcore.algorithms.builders import ClientData, Tokenizer, base_model, client_datasets, tokenizer_of
+from fedcore.algorithms.builders import ClientData, Tokenizer, base_model, client_datasets, model_source, tokenizer_of
 from fedcore.data import HFTokenizer
 from fedcore.lora import load_adapter, save_adapter
+from fedcore.model.pretrained import load_pretrained
 
 MODEL_DIR = "model"
 
@@ -58,7 +59,7 @@ def export_trained(config: Any, trained: TrainedModel, run_dir: Path) -> dict[in
             trained.apply(model, k)
             folder = Path(run_dir) / MODEL_DIR / name
             if trained.kind == "lora":
-                save_adapter(model, folder, base_model_name_or_path=mc.pretrained or None)
+                save_adapter(model, folder, base_model_name_or_path=model_source(mc) if mc.pretrained else None)
             else:
                 cast(PreTrainedModel, model).save_pretrained(folder)
                 if isinstance(tokenizer, HFTokenizer):
@@ -70,10 +71,9 @@ def export_trained(config: Any, trained: TrainedModel, run_dir: Path) -> dict[in
 
 def load_exported(config: Any, kind: str, folder: Path) -> torch.nn.Module:
     """The model an artifact describes: the base with the adapter loaded, or the saved folder."""
-    if kind == "full":
-        saved: torch.nn.Module = AutoModelForCausalLM.from_pretrained(folder)
-        saved.requires_grad_(False)
-        return saved.eval()
+    if kind == "full":  # in the run's dtype and attention, as the base it is compared with
+        mc = config.model
+        return load_pretrained(str(folder), dtype=mc.dtype, attn_implementation=mc.attn_implementation or None)
     model = base_model(config.model, tokenizer_of(config.model).vocab_size)
     load_adapter(model, folder)
     return model.eval()

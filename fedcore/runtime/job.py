@@ -146,8 +146,8 @@ def prepare(config: Any, console: Console) -> None:
     loads the cached folder), the tokenizer, the data loaded, partitioned and encoded. Bad data
     stops the run here with one line (``ValueError``); otherwise one line says what encoding did."""
     spec = algorithm_of(config)
-    if config.model.is_pretrained:  # a missing folder, missing weights, an unsplittable family: here
-        base_model(config.model, tokenizer_of(config.model).vocab_size)
+    if config.model.is_pretrained:  # a missing folder or weights, a layout the method cannot use: here
+        spec.check_model(config, base_model(config.model, tokenizer_of(config.model).vocab_size))
     console.print(data_summary(config.data, client_shards(spec, config)))
 
 

@@ -194,3 +194,15 @@ def test_a_checkpoint_folder_without_weights_is_refused(tmp_path, assets):
 
 def test_a_missing_checkpoint_is_refused(tmp_path, assets):
     assert "does not exist" in refused(tmp_path, tables("fedbcd", tmp_path / "nowhere", assets["data"]))
+
+
+def test_a_split_deeper_than_the_checkpoint_is_refused(tmp_path, assets):
+    config = tables("split", assets["llama"], assets["data"])
+    config["split"] = {**config["split"], "blocks_a": 2, "blocks_c": 2}  # 4 layers: none left for the body
+    assert "blocks" in refused(tmp_path, config)
+
+
+def test_blocks_larger_than_the_checkpoint_are_refused(tmp_path, assets):
+    assert "layers_per_block" in refused(
+        tmp_path, tables("fedbcd", assets["llama"], assets["data"], layers_per_block=5)
+    )

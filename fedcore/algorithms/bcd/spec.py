@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from fedcore.lora import inject_lora
-from fedcore.model import blocks
+from fedcore.model import blocks, group_blocks
 
 from ..builders import describe_model
 from ..registry import AlgorithmSpec, ReportTable, RunReport, TrainedModel, register_algorithm
@@ -76,6 +76,11 @@ def report(config: BCDConfig, result: BCDResult, wire: dict[str, Any]) -> RunRep
     )
 
 
+def check_model(config: BCDConfig, model: Any) -> None:
+    """The checkpoint's layers group into blocks of ``layers_per_block`` (``ValueError`` if not)."""
+    group_blocks(model, config.layers_per_block)
+
+
 def trained_model(config: BCDConfig, result: BCDResult) -> TrainedModel | None:
     """The final global model's blocks (full parameters, or LoRA factors in ``lora`` mode), the same
     for every client."""
@@ -107,6 +112,7 @@ SPECS = {
             fixed={"method": method},
             resumable=True,
             resume_refusal=resume_refusal,
+            check_model=check_model,
         )
     )
     for method in METHODS

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from fedcore.data import EncodeStats
 from fedcore.lora import inject_lora, load_lora_state
 from fedcore.model import blocks
 
@@ -35,8 +36,11 @@ def client_data(config: FibecFedConfig) -> list[ClientData]:
     ``data.path``'s shards with their generation prompts)."""
     if config.data.path:
         return client_datasets(config.data, config.clients, config.batch_size, tokenizer_of(config.model))
-    _, _, _, evals, _ = build_setup(config)
-    return [ClientData(train=[], eval_batches=[batch], skills={}) for batch in evals]
+    _, _, _, evals, sizes = build_setup(config)  # the generated task: no generation prompts
+    return [
+        ClientData(train=[], eval_batches=[batch], skills={}, stats=EncodeStats(kept=n))
+        for batch, n in zip(evals, sizes, strict=True)
+    ]
 
 
 def describe(config: FibecFedConfig) -> str:

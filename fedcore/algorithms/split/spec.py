@@ -221,6 +221,11 @@ def report(config: SplitRunConfig, result: SplitRunResult, wire: dict[str, Any])
     )
 
 
+def check_model(config: SplitRunConfig, model: Any) -> None:
+    """The checkpoint splits as the config asks (``ValueError`` naming the layer counts if not)."""
+    split_model(model, config.split.blocks_a, config.split.blocks_c)
+
+
 def trained_model(config: SplitRunConfig, result: SplitRunResult) -> TrainedModel | None:
     """The body's LoRA with the last head/tail average: the whole model every client in the run
     ends with (one adapter over all layers)."""
@@ -250,5 +255,6 @@ SPEC = register_algorithm(
         total=lambda c: c.train.rounds * c.train.clients * c.train.local_steps,
         describe=describe,
         resumable=True,  # sequential mode; the others refuse with one line
+        check_model=check_model,
     )
 )

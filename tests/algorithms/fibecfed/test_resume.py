@@ -28,7 +28,7 @@ def results_of(result) -> dict:
     out = dataclasses.asdict(result)
     out.pop("round_seconds")
     out.pop("init_seconds")
-    return {k: v for k, v in out.items() if k != "final_state"}
+    return {k: v for k, v in out.items() if k not in ("final_state", "client_states")}
 
 
 @pytest.mark.parametrize("curriculum", [True, False])
@@ -45,6 +45,9 @@ def test_a_restored_server_finishes_as_the_uninterrupted_run(tmp_path, curriculu
     for name, want in full.final_state.items():
         assert torch.equal(resumed.final_state[name], want), name
     assert results_of(resumed) == results_of(full)
+    assert sorted(resumed.client_states) == sorted(full.client_states) and full.client_states
+    for k, state in full.client_states.items():  # what the run exports: every evaluated client's LoRA
+        assert all(torch.equal(resumed.client_states[k][n], t) for n, t in state.items()), k
     assert any(not torch.equal(ckpts[1].tensors["global/" + n], t) for n, t in full.final_state.items())
 
 
