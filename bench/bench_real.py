@@ -30,27 +30,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import goal, write_results  # noqa: E402
 
+from fedcore.config.toml import dump_toml  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples" / "real"
 METHODS = ("split", "fedit", "fibecfed", "fedbcd", "parablock", "fedcybgd")
 QUICK = {"rounds": 1, "local_steps": 2}  # --quick: per method, where the config has them
-
-
-def to_toml(tables: dict[str, Any]) -> str:
-    def value(v: Any) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, str):
-            return json.dumps(v)
-        if isinstance(v, list):
-            return "[" + ", ".join(value(x) for x in v) + "]"
-        return repr(v)
-
-    lines = [f"{k} = {value(v)}" for k, v in tables.items() if not isinstance(v, dict)]
-    for name, table in tables.items():
-        if isinstance(table, dict):
-            lines += [f"[{name}]", *(f"{k} = {value(v)}" for k, v in table.items())]
-    return "\n".join(lines) + "\n"
 
 
 def status_kib(pid: int, field: str) -> int | None:
@@ -130,7 +115,7 @@ def run_method(method: str, quick: bool, workdir: Path) -> dict[str, Any]:
     out = workdir / method
     tables["output"] = {**tables.get("output", {}), "dir": str(out), "checkpoint": False, "plot": False}
     config = workdir / f"{method}.toml"
-    config.write_text(to_toml(tables))
+    config.write_text(dump_toml(tables))
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "fedcore.cli", "run", str(config)], cwd=workdir,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip

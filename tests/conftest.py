@@ -14,6 +14,7 @@ blocks of a test are that test's business and are not seen here.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import sys
 import warnings
@@ -106,3 +107,14 @@ def _no_fedcore_deprecations() -> Generator[None, object, object]:
         listed = "\n  ".join(dict.fromkeys(caused))
         pytest.fail(f"fedcore's own code caused a deprecation warning (use the current API):\n  {listed}")
     return result
+
+
+class LogRecords(logging.Handler):
+    """Collects the messages of WARNING and above (attach it to a logger, e.g. transformers')."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())

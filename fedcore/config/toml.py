@@ -3,12 +3,14 @@
 ``build_config(cls, table)`` instantiates ``cls`` from nested dicts: unknown keys are refused with
 the list of valid ones (or, for a key that was renamed, with its new name), values are checked
 against the field's type, ``Literal`` choices are checked with the list of allowed values, and
-nested dataclass fields recurse. Imports nothing of fedcore.
+nested dataclass fields recurse. ``dump_toml`` writes such tables back as TOML text. Imports
+nothing of fedcore.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import tomllib
 import typing
 from pathlib import Path
@@ -100,3 +102,26 @@ def parse_toml(text: str, where: str) -> dict[str, Any]:
 def config_to_dict(config: Any) -> dict[str, Any]:
     """Plain nested dicts (JSON/TOML-ready) of a config, e.g. for the metrics file header."""
     return dataclasses.asdict(config)
+
+
+def dump_toml(tables: dict[str, Any]) -> str:
+    """TOML text of a config's tables: top-level scalars first, then one ``[table]`` per dict of
+    str / int / float / bool / lists of those (what ``parse_toml`` reads back). ``ValueError`` for
+    a table nested deeper, which config files do not use."""
+
+    def value(v: Any, key: str) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return json.dumps(v)  # JSON string escapes are TOML basic-string escapes
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x, key) for x in v) + "]"
+        if isinstance(v, int | float):
+            return repr(v)
+        raise ValueError(f"{key}: cannot write {type(v).__name__} to a config file")
+
+    lines = [f"{k} = {value(v, k)}" for k, v in tables.items() if not isinstance(v, dict)]
+    for name, table in tables.items():
+        if isinstance(table, dict):
+            lines += [f"[{name}]", *(f"{k} = {value(v, f'{name}.{k}')}" for k, v in table.items())]
+    return "\n".join(lines) + "\n"

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fedcore.algorithms import ProgressEvent, RunReport, algorithm_of, algorithms, get_algorithm
+from fedcore.algorithms import ProgressEvent, ReportTable, RunReport, algorithm_of, algorithms, get_algorithm
 from fedcore.algorithms.builders import base_model, data_summary, tokenizer_of
 from fedcore.algorithms.registry import Checkpoint
 from fedcore.algorithms.split.config import DEFAULT_CONFIG, default_config_text
@@ -183,41 +183,38 @@ def write_outputs(config: Any, outcome: RunOutcome, run_dir: Path, console: Cons
     for table in tables(report):
         console.print(table)
     if text:
-        console.print(text_table(text))
+        console.print(rich_table(text_table(text)))
     console.print(f"wrote {run_dir / 'metrics.jsonl'}" + "".join(f", {p}" for p in plots))
 
 
 def tables(report: RunReport) -> list[Table]:
     """The report's tables as rich tables."""
-    out = []
-    for t in report.tables:
-        table = Table(title=t.title)
-        for col in t.columns:
-            table.add_column(col, justify="right")
-        for row in t.rows:
-            table.add_row(*row)
-        out.append(table)
-    return out
+    return [rich_table(t) for t in report.tables]
 
 
-def text_table(rows: list[TextEval]) -> Table:
-    """Per client, before (the base) -> after (the exported model): held-out loss, ROUGE-L, exact match."""
-    table = Table(title="the saved model on each client's held-out data: base -> trained")
-    for col in ("client", "loss", "ROUGE-L", "exact match", "prompts"):
+def rich_table(t: ReportTable) -> Table:
+    """One ``ReportTable`` as a rich table (cells right-aligned)."""
+    table = Table(title=t.title)
+    for col in t.columns:
         table.add_column(col, justify="right")
+    for row in t.rows:
+        table.add_row(*row)
+    return table
+
+
+def text_table(rows: list[TextEval]) -> ReportTable:
+    """Per client, base -> exported model: held-out loss, ROUGE-L, exact match."""
 
     def pair(a: float, b: float, fmt: str) -> str:
         return "-" if a != a or b != b else f"{a:{fmt}} -> {b:{fmt}}"
 
-    for r in rows:
-        table.add_row(
-            str(r.client),
-            pair(r.loss_before, r.loss_after, ".3f"),
-            pair(r.rouge_l_before, r.rouge_l_after, ".3f"),
-            pair(r.exact_before, r.exact_after, ".0%"),
-            str(r.prompts),
-        )
-    return table
+    cells = [
+        [str(r.client), pair(r.loss_before, r.loss_after, ".3f"), pair(r.rouge_l_before, r.rouge_l_after, ".3f"),
+         pair(r.exact_before, r.exact_after, ".0%"), str(r.prompts)]
+        for r in rows
+    ]  # fmt: skip
+    title = "the saved model on each client's held-out data: base -> trained"
+    return ReportTable(title, ["client", "loss", "ROUGE-L", "exact match", "prompts"], cells)
 
 
 def _plot(outcome: RunOutcome, run_dir: Path) -> Path:

@@ -11,16 +11,9 @@ import torch
 from fedcore.evaluation import greedy_answers
 from fedcore.model.tiny import tiny_causal_lm
 
+from ..conftest import LogRecords
+
 LENGTHS = [3, 7, 1, 12, 5, 9, 2]
-
-
-class _Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
 
 
 def _prompts(seed: int = 0) -> list[list[int]]:
@@ -46,7 +39,7 @@ def test_batched_greedy_answers_equal_unbatched_decoding(family):
     # stop ids the model actually emits, so some rows stop early and are padded after their EOS
     free = greedy_answers(model, prompts, pad_id=0, eos_ids=[0], max_new_tokens=8)
     eos_ids = sorted({free[0][2], free[3][4]})
-    records = _Records()
+    records = LogRecords()
     logger = logging.getLogger("transformers")
     logger.addHandler(records)
     try:

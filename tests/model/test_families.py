@@ -17,6 +17,8 @@ from transformers import BloomConfig, BloomForCausalLM
 from fedcore.model import SplitState, blocks, generate_through, group_blocks, split_generate, split_model
 from fedcore.model.tiny import tiny_causal_lm
 
+from .test_split import _batch
+
 # (family, config overrides). Gemma's default caps (30 / 50) barely bite at tiny random weights, so
 # one case per Gemma uses small caps; windows of 5 bite at these lengths (13 and 9 + 20 tokens).
 CASES = {
@@ -47,21 +49,6 @@ BLOCKS = [(2, 1), (0, 3), (3, 0)]
 def case_model(request):
     family, overrides = CASES[request.param]
     return tiny_causal_lm(family, num_layers=5, seed=0, **overrides)
-
-
-def _batch(padding_side: str, batch: int = 3, steps: int = 13, vocab: int = 128, seed: int = 1):
-    """Random ids (batch, steps) int64, their mask (rows padded by 0, 4, 7) and labels (-100 on pads)."""
-    gen = torch.Generator().manual_seed(seed)
-    ids = torch.randint(3, vocab, (batch, steps), generator=gen)
-    mask = torch.ones(batch, steps, dtype=torch.long)
-    for row, pad in enumerate([0, 4, 7][:batch]):
-        if pad:
-            if padding_side == "left":
-                mask[row, :pad] = 0
-            else:
-                mask[row, steps - pad :] = 0
-    ids = ids.masked_fill(mask == 0, 0)
-    return ids, mask, ids.masked_fill(mask == 0, -100)
 
 
 def _cross(state: SplitState) -> SplitState:

@@ -20,14 +20,7 @@ import torch
 from fedcore.model import gguf as gguf_mod
 from fedcore.model.gguf import MARKER, converted_folder, file_sha256, gguf_path, smollm2_gguf
 
-
-class _Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
+from ..conftest import LogRecords
 
 
 @pytest.fixture
@@ -153,7 +146,7 @@ def test_smollm2_through_load_pretrained_answers_paris(smollm2, monkeypatch):
     prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
     if not isinstance(prompt, list):  # transformers 5 returns a BatchEncoding
         prompt = prompt["input_ids"]
-    records = _Records()
+    records = LogRecords()
     logger = logging.getLogger("transformers")
     logger.addHandler(records)
     try:

@@ -16,6 +16,8 @@ import torch
 from fedcore.model import split_generate, split_model
 from fedcore.model.tiny import tiny_causal_lm
 
+from ..conftest import LogRecords
+
 CASES = {
     "llama": ("llama", {}),
     "llama-eager": ("llama", dict(attn_implementation="eager")),
@@ -45,15 +47,6 @@ def _ours(w: warnings.WarningMessage) -> bool:
     return path.startswith(SOURCE_DIRS) or path.endswith(FORWARDERS)
 
 
-class _Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-
 @pytest.mark.parametrize("case", list(CASES))
 def test_split_forward_and_generation_raise_no_deprecation_from_fedcore(case):
     family, overrides = CASES[case]
@@ -69,7 +62,7 @@ def test_split_forward_and_generation_raise_no_deprecation_from_fedcore(case):
     warning_once = getattr(logging.Logger, "warning_once", None)
     if hasattr(warning_once, "cache_clear"):
         warning_once.cache_clear()  # type: ignore[union-attr]
-    records = _Records()
+    records = LogRecords()
     logger = logging.getLogger("transformers")
     logger.addHandler(records)
     try:

@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from fedcore.config.toml import dump_toml
+
 TINY_MODEL = {"hidden_size": 32, "num_layers": 4, "num_heads": 4, "num_kv_heads": 2}
 TINY_DATA = {"train_per_client": 16, "eval_per_client": 8, "max_len": 32}
 
@@ -61,27 +63,8 @@ def with_transport(tables: dict[str, Any], **transport: Any) -> dict[str, Any]:
     return {**tables, "transport": {**tables.get("transport", {}), **transport}}
 
 
-def to_toml(tables: dict[str, Any]) -> str:
-    """TOML text of nested dicts of str / int / float / bool / lists of those (top-level keys first)."""
-
-    def value(v: Any) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, str):
-            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        if isinstance(v, list):
-            return "[" + ", ".join(value(x) for x in v) + "]"
-        return repr(v)
-
-    lines = [f"{k} = {value(v)}" for k, v in tables.items() if not isinstance(v, dict)]
-    for name, table in tables.items():
-        if isinstance(table, dict):
-            lines += [f"[{name}]", *(f"{k} = {value(v)}" for k, v in table.items())]
-    return "\n".join(lines) + "\n"
-
-
 def write_config(path: Path, tables: dict[str, Any]) -> Path:
-    path.write_text(to_toml(tables))
+    path.write_text(dump_toml(tables))
     return path
 
 
