@@ -1,0 +1,1 @@
+"""fedcore's Flower app (components in server_app.py and client_app.py)."""
