@@ -150,9 +150,10 @@ class FedBCDStrategy(Strategy):
         """(the sender's client index, why its delta cannot be aggregated or None)."""
         assert self.nodes is not None
         k = self.nodes.client.get(sender(reply))
-        if k is not None and is_stale(reply):
-            self.held[k] = 0  # it lost its copy: send every changed block next time
-            return k, "its copy of the global model was not at the expected version"
+        if k is not None and is_stale(reply):  # next time, send what changed since the version it holds
+            held, expected = number(reply.content.metric_records[METRICS], "version"), self.held.get(k, 0)
+            self.held[k] = int(held) if held is not None and 0 <= held <= self.version else 0
+            return k, f"its copy of the global model is at version {self.held[k]}, not {expected}"
         problem = reply_problem(reply, arrays=True, need=("train_loss", "block"))
         if k is None or problem is not None:
             return k, problem
@@ -288,7 +289,7 @@ def fedbcd_client_app(config: BCDConfig | None = None) -> ClientApp:
         cfg, k = node_client(context, config)
         node: NodeBlocks = _NODES.get(cfg, k, NodeBlocks)
         if not node.sync(context, msg):
-            return _stale(msg)
+            return _stale(msg, context)
         conf = msg.content.config_records[CONFIG]
         block = as_int(conf.get("block"), "block")
         scores = node.trainer.block_scores() if conf.get("scores") else None
@@ -308,15 +309,16 @@ def fedbcd_client_app(config: BCDConfig | None = None) -> ClientApp:
         cfg, k = node_client(context, config)
         node: NodeBlocks = _NODES.get(cfg, k, NodeBlocks)
         if not node.sync(context, msg):
-            return _stale(msg)
+            return _stale(msg, context)
         metrics = MetricRecord({"eval_loss": node.trainer.evaluate(), "num-examples": len(node.data.train)})
         return Message(RecordDict({METRICS: metrics}), reply_to=msg)
 
     return app
 
 
-def _stale(msg: Message) -> Message:
-    return Message(RecordDict({METRICS: MetricRecord({STALE: 1})}), reply_to=msg)
+def _stale(msg: Message, context: Context) -> Message:
+    held = as_int(saved(context, "fedcore.bcd.meta").get("version", 0), "version")
+    return Message(RecordDict({METRICS: MetricRecord({STALE: 1, "version": held})}), reply_to=msg)
 
 
 def is_stale(reply: Message) -> bool:

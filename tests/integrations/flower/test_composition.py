@@ -104,3 +104,39 @@ def test_a_bad_node_is_left_out_and_the_run_goes_on(caplog: pytest.LogCaptureFix
     reasons = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
     assert any("round 1: client 1" in m and "not a finite" in m for m in reasons), reasons
     assert any("round 2: client 1" in m and "error reply" in m for m in reasons), reasons
+
+
+def test_a_fedbcd_node_that_lost_its_state_is_resynced(caplog: pytest.LogCaptureFixture) -> None:
+    from flwr.app import Context, Message, RecordDict
+    from flwr.clientapp import ClientApp
+
+    from fedcore.integrations.flower import fedbcd_client_app, fedbcd_server_app
+
+    config = tiny("fedbcd", rounds=4, schedule="sequential")
+    honest = fedbcd_client_app(config)
+    app = ClientApp()
+
+    @app.query("fedcore_hello")
+    def hello(msg: Message, context: Context) -> Message:
+        return honest(msg, context)
+
+    @app.evaluate()
+    def evaluate(msg: Message, context: Context) -> Message:
+        return honest(msg, context)
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        if context.node_config["partition-id"] == 1 and msg.content["config"]["round"] == 2:
+            context.state = RecordDict()  # its SuperNode restarted: the blocks it held are gone
+        return honest(msg, context)
+
+    got: list = []
+    with caplog.at_level(logging.WARNING, logger="fedcore.flower"):
+        simulate(fedbcd_server_app(config, on_outcome=got.append), app, 3)
+    records = got[0].result.records
+    assert [r.included for r in records] == [[0, 1, 2], [0, 1, 2], [0, 2], [0, 1, 2]]  # back after one round
+    assert any("client 1" in r.getMessage() and "version 0, not 1" in r.getMessage() for r in caplog.records), [
+        r.getMessage() for r in caplog.records
+    ]
+    assert records[3].down_bytes > records[2].down_bytes  # it got every block changed since version 0
+    assert all(math.isfinite(x) for x in got[0].result.eval_loss)
