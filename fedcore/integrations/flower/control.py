@@ -2,7 +2,8 @@
 
 Split learning exchanges four messages per step and ParaBlock overlaps its uploads with the next
 round's compute; neither fits a ClientApp that ends when it replies (a SuperNode starts a fresh
-process per message: 6.1 s per split step through Flower messages, see ``bench/bench_flower.py``).
+process per message: seconds per message round trip, and a split step needs two; see
+``bench/bench_flower.py``).
 So Flower finds the nodes and hands out keys, and the run itself goes over fedcore's CURVE link:
 
 1. ``query.fedcore_hello``: each node names its shard (``nodes.map_nodes``).

@@ -44,7 +44,7 @@ from fedcore.algorithms.bcd.schedule import BlockSchedule, sample_participants
 from fedcore.algorithms.bcd.server import RoundRecord
 
 from .config import config_from_run_config
-from .local import LocalCache, hello_reply, node_client, saved
+from .local import built, hello_reply, node_client, saved
 from .nodes import NodeMap, map_nodes
 from .outputs import Outcome, finish_run
 from .records import ARRAYS, CONFIG, METRICS, arrays_of, as_int, nbytes, number, reply_problem, sender, state_of
@@ -272,9 +272,6 @@ class NodeBlocks:
         return True
 
 
-_NODES = LocalCache()
-
-
 def fedbcd_client_app(config: BCDConfig | None = None) -> ClientApp:
     """The FedBCD ClientApp for ``config`` (default: the run's ``run_config``)."""
     app = ClientApp()
@@ -282,12 +279,12 @@ def fedbcd_client_app(config: BCDConfig | None = None) -> ClientApp:
     @app.query("fedcore_hello")
     def hello(msg: Message, context: Context) -> Message:
         cfg, k = node_client(context, config)
-        return hello_reply(msg, k, len(_NODES.get(cfg, k, NodeBlocks).data.train))
+        return hello_reply(msg, k, len(built(cfg, k, NodeBlocks).data.train))
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
         cfg, k = node_client(context, config)
-        node: NodeBlocks = _NODES.get(cfg, k, NodeBlocks)
+        node: NodeBlocks = built(cfg, k, NodeBlocks)
         if not node.sync(context, msg):
             return _stale(msg, context)
         conf = msg.content.config_records[CONFIG]
@@ -307,7 +304,7 @@ def fedbcd_client_app(config: BCDConfig | None = None) -> ClientApp:
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
         cfg, k = node_client(context, config)
-        node: NodeBlocks = _NODES.get(cfg, k, NodeBlocks)
+        node: NodeBlocks = built(cfg, k, NodeBlocks)
         if not node.sync(context, msg):
             return _stale(msg, context)
         metrics = MetricRecord({"eval_loss": node.trainer.evaluate(), "num-examples": len(node.data.train)})

@@ -35,7 +35,7 @@ from fedcore.algorithms.fedit.config import FedITConfig
 from fedcore.algorithms.fedit.local import initial_state
 from fedcore.algorithms.fedit.roles import FedITClient, FedITResult, sample_clients
 
-from .local import LocalCache, hello_reply, node_client, saved
+from .local import built, hello_reply, node_client, saved
 from .nodes import HELLO, NodeMap, map_nodes
 from .outputs import Outcome, finish_run
 from .records import ARRAYS, CONFIG, METRICS, State, arrays_of, as_int, nbytes, number, reply_problem, sender, state_of
@@ -64,11 +64,13 @@ class FedITStrategy(FedAvg):
     """LoRA FedAvg for fedcore's ``FedITConfig`` (see the module docstring). ``log`` holds the
     rounds as they went; ``result()`` the run as a ``FedITResult`` (fedcore's own report reads it)."""
 
-    def __init__(self, config: FedITConfig, *, node_timeout_s: float = 600.0, **fedavg: Any):
+    def __init__(
+        self, config: FedITConfig, *, node_timeout_s: float = 600.0, evaluate_every_round: bool = False, **fedavg: Any
+    ):
         n = config.train.clients
         fedavg.setdefault("min_available_nodes", n)
         super().__init__(fraction_train=config.participation, min_train_nodes=1, min_evaluate_nodes=1, **fedavg)
-        self.config, self.node_timeout_s = config, node_timeout_s
+        self.config, self.node_timeout_s, self.every_round = config, node_timeout_s, evaluate_every_round
         self.rng = random.Random(config.train.seed + 17)  # fedcore's sampler, seeded as FedITServer's
         self.nodes: NodeMap | None = None
         self.steps = [0] * n
@@ -144,10 +146,13 @@ class FedITStrategy(FedAvg):
         log.warning("fedit: round %d: client %d left out: %s", rnd, who, why)
         self.log.left_out.append((rnd, who, why))
 
-    # ---- evaluation: every client in the run, after every round (and once before the first)
+    # ---- evaluation: every client in the run before the first round and after the last, as fedcore's
+    # FedIT server does (``evaluate_every_round``: after every round, as Flower's FedAvg does)
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
+        if server_round not in (0, self.config.train.rounds) and not self.every_round:
+            return []
         nodes = self.node_map(grid)
         conf = ConfigRecord({**config, "server-round": server_round})
         content = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: conf})
@@ -157,6 +162,8 @@ class FedITStrategy(FedAvg):
         ]
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        if server_round not in (0, self.config.train.rounds) and not self.every_round:
+            return None
         assert self.nodes is not None
         losses: dict[int, float] = {}
         for reply in replies:
@@ -238,9 +245,6 @@ def fedit_server_app(
     return app
 
 
-_CLIENTS = LocalCache()
-
-
 def _client(config: FedITConfig, index: int) -> FedITClient:
     return FedITClient(config, None, index)
 
@@ -253,12 +257,12 @@ def fedit_client_app(config: FedITConfig | None = None) -> ClientApp:
     @app.query("fedcore_hello")
     def hello(msg: Message, context: Context) -> Message:
         cfg, k = node_client(context, config)
-        return hello_reply(msg, k, _CLIENTS.get(cfg, k, _client).samples)
+        return hello_reply(msg, k, built(cfg, k, _client).samples)
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
         cfg, k = node_client(context, config)
-        client: FedITClient = _CLIENTS.get(cfg, k, _client)
+        client: FedITClient = built(cfg, k, _client)
         conf, position = msg.content.config_records.get(CONFIG, ConfigRecord()), saved(context, "fedcore")
         client.seek(as_int(conf.get(STEPS, position.get("steps", 0)), STEPS))
         rnd = as_int(conf.get("server-round", 0), "server-round")
@@ -270,7 +274,7 @@ def fedit_client_app(config: FedITConfig | None = None) -> ClientApp:
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
         cfg, k = node_client(context, config)
-        client: FedITClient = _CLIENTS.get(cfg, k, _client)
+        client: FedITClient = built(cfg, k, _client)
         loss = client.local.evaluate(state_of(msg.content.array_records[ARRAYS]))
         metrics = MetricRecord({"num-examples": len(client.data.eval_batches), "eval_loss": loss, "partition-id": k})
         return Message(RecordDict({METRICS: metrics}), reply_to=msg)

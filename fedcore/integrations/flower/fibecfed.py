@@ -41,7 +41,7 @@ from fedcore.algorithms.fibecfed.local import State, build_setup, client_init, e
 from fedcore.algorithms.fibecfed.roles import FibecFedClient, RoleRunResult
 
 from .config import config_from_run_config
-from .local import LocalCache, hello_reply, node_client, saved
+from .local import built, hello_reply, node_client, saved
 from .nodes import NodeMap, map_nodes
 from .outputs import Outcome, finish_run
 from .records import ARRAYS, CONFIG, METRICS, arrays_of, as_int, reply_problem, sender, state_of
@@ -250,16 +250,13 @@ class NodeRole:
         meta["seen"] = self.seen = self.seen + 1
 
 
-_NODES = LocalCache()
-
-
 def fibecfed_client_app(config: FibecFedConfig | None = None) -> ClientApp:
     """The FibecFed ClientApp for ``config`` (default: the run's ``run_config``)."""
     app = ClientApp()
 
     def role(context: Context) -> tuple[NodeRole, FibecFedClient]:
         cfg, k = node_client(context, config)
-        node: NodeRole = _NODES.get(cfg, k, NodeRole)
+        node: NodeRole = built(cfg, k, NodeRole)
         return node, node.load(context)
 
     @app.query("fedcore_hello")

@@ -34,10 +34,10 @@ class LocalCache:
 
     def __init__(self, size: int | None = None):
         self.size = size or max(1, int(os.environ.get("FEDCORE_FLOWER_CACHE", "4")))
-        self.items: OrderedDict[tuple[str, int], Any] = OrderedDict()
+        self.items: OrderedDict[tuple[str, int, str], Any] = OrderedDict()
 
     def get(self, config: Any, index: int, build: Callable[[Any, int], Any]) -> Any:
-        key = (config_key(config), index)
+        key = (config_key(config), index, build.__qualname__)
         if key in self.items:
             self.items.move_to_end(key)
             return self.items[key]
@@ -45,6 +45,16 @@ class LocalCache:
             self.items.popitem(last=False)
         self.items[key] = value = build(config, index)
         return value
+
+
+_BUILT = LocalCache()
+
+
+def built(config: Any, index: int, build: Callable[[Any, int], Any]) -> Any:
+    """Client ``index`` of ``config`` as ``build`` makes it, from this process's cache. A module
+    function on purpose: Ray pickles a ClientApp's handlers by value, with copies of the globals they
+    name, but a module's own functions by reference, so this cache is the worker's, across messages."""
+    return _BUILT.get(config, index, build)
 
 
 def node_client(context: Context, config: Any | None) -> tuple[Any, int]:

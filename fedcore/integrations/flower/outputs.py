@@ -49,9 +49,18 @@ def finish_run(
         }
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(json.dumps(record, default=_json, allow_nan=True))
-    if bool(run_config.get("flower.outputs", False)):
+    if flag(run_config.get("flower.outputs", False)):
         write_outputs(config, outcome, new_run_dir(config.output.dir), Console())
     return outcome
+
+
+def flag(value: Any) -> bool:
+    """A run_config switch: a bool, or a string such as "true" / "false" (``--run-config`` quotes)."""
+    if isinstance(value, str):
+        if value.strip().lower() not in ("true", "false", "1", "0", "yes", "no", ""):
+            raise ValueError(f"a run_config switch must be true or false, got {value!r}")
+        return value.strip().lower() in ("true", "1", "yes")
+    return bool(value)
 
 
 def _json(value: Any) -> Any:

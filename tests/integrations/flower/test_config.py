@@ -83,3 +83,13 @@ def test_missing_flower_names_the_extra() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
     assert proc.returncode != 0
     assert "pip install 'fedcore[flower]'" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_switches_read_quoted_strings() -> None:
+    from fedcore.integrations.flower.outputs import flag
+
+    assert [flag(v) for v in (True, False, "true", "false", "False", "1", "0", "")] == [
+        True, False, True, False, False, True, False, False,
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="true or false"):
+        flag("maybe")
