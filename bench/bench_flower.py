@@ -480,7 +480,7 @@ def bench_fedit(repeats: int) -> tuple[list[dict], dict[str, Any]]:
         res = outcomes[0].result
         got = fedit_numbers(res, rounds, clock.rounds())
         adapter = res.download_bytes[0] // max(1, len(res.participants[0]))
-        evals = (rounds + 1) * clients * adapter  # the strategy sends the adapter to every node after every round
+        evals = 2 * clients * adapter  # evaluations carry the adapter to every node: before round 1, after the last
         runs["flower simulation"].append({**got, "run_s": outcomes[0].wall_seconds, "whole_s": whole,
                                           "wire_up": sum(res.upload_bytes),
                                           "wire_down": sum(res.download_bytes) + evals})  # fmt: skip
@@ -506,8 +506,9 @@ def bench_fedit(repeats: int) -> tuple[list[dict], dict[str, Any]]:
             row["whole_run_wall_s"] = spread([r["whole_s"] for r in rs])  # run_simulation: Ray's start included
             row["wall_per_round_note"] = ("the strategy's wall time / rounds: from the strategy's creation, so the "
                                           "wait for Ray's workers (the first hello) is in it")  # fmt: skip
-            row["note"] = ("all_bytes: ArrayRecord payloads, train and evaluate messages (the strategy evaluates "
-                           "every node after every round; fedcore before the first and after the last)")  # fmt: skip
+            row["note"] = ("all_bytes: ArrayRecord payloads of the train messages (counted) and of the two evaluations "
+                           "(before the first round and after the last, as fedcore's; computed from the "
+                           "adapter's size)")  # fmt: skip
         else:
             row["note"] = "all_bytes: fedcore's link, every tag (lora_down, lora_up, control, ack)"
             row["wall_per_round_note"] = "the server role's wall time / rounds (both evaluations in it)"
