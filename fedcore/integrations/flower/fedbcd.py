@@ -203,9 +203,7 @@ class FedBCDStrategy(Strategy):
     def result(self) -> BCDResult:
         n = self.config.clients
         nodes = self.nodes or NodeMap()
-        dropped = {k: "no Flower node serves this shard" for k in nodes.missing}
-        unevaluated = [k for k in range(n) if k not in dropped and k not in self.eval_loss]
-        dropped |= {k: "left out of the final evaluation" for k in unevaluated}
+        dropped = nodes.dropped(n, self.eval_loss)
         return BCDResult(
             method="fedbcd",
             records=self.records,
@@ -276,15 +274,18 @@ def fedbcd_client_app(config: BCDConfig | None = None) -> ClientApp:
     """The FedBCD ClientApp for ``config`` (default: the run's ``run_config``)."""
     app = ClientApp()
 
+    def node_of(context: Context) -> NodeBlocks:
+        cfg, k = node_client(context, config)
+        return built(cfg, k, NodeBlocks)
+
     @app.query("fedcore_hello")
     def hello(msg: Message, context: Context) -> Message:
-        cfg, k = node_client(context, config)
-        return hello_reply(msg, k, len(built(cfg, k, NodeBlocks).data.train))
+        node = node_of(context)
+        return hello_reply(msg, node.index, len(node.data.train))
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
-        cfg, k = node_client(context, config)
-        node: NodeBlocks = built(cfg, k, NodeBlocks)
+        node = node_of(context)
         if not node.sync(context, msg):
             return _stale(msg, context)
         conf = msg.content.config_records[CONFIG]
@@ -303,8 +304,7 @@ def fedbcd_client_app(config: BCDConfig | None = None) -> ClientApp:
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
-        cfg, k = node_client(context, config)
-        node: NodeBlocks = built(cfg, k, NodeBlocks)
+        node = node_of(context)
         if not node.sync(context, msg):
             return _stale(msg, context)
         metrics = MetricRecord({"eval_loss": node.trainer.evaluate(), "num-examples": len(node.data.train)})

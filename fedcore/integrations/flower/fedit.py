@@ -190,10 +190,7 @@ class FedITStrategy(FedAvg):
         rounds = sorted(self.log.evals)
         start, end = self.log.evals.get(0, {}), self.log.evals[rounds[-1]] if rounds else {}
         nodes = self.nodes or NodeMap()
-        dropped = {k: "no Flower node serves this shard" for k in nodes.missing}
-        for k in range(n):
-            if k not in dropped and k not in end:
-                dropped[k] = "left out of the final evaluation"
+        dropped = nodes.dropped(n, end)
         return FedITResult(
             eval_start=[start.get(k, math.nan) for k in range(n)],
             eval_end=[end.get(k, math.nan) for k in range(n)],

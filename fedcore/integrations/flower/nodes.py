@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Container
 from dataclasses import dataclass, field
 
 from flwr.app import ConfigRecord, Message, RecordDict
@@ -35,6 +36,13 @@ class NodeMap:
 
     def indices(self) -> list[int]:
         return sorted(self.node)
+
+    def dropped(self, clients: int, finished: Container[int]) -> dict[int, str]:
+        """Client index -> why it has no final result: no node serves it, or it is not in
+        ``finished`` (the clients the final evaluation heard from)."""
+        out = {k: "no Flower node serves this shard" for k in self.missing}
+        out |= {k: "left out of the final evaluation" for k in range(clients) if k not in out and k not in finished}
+        return out
 
 
 def wait_for_nodes(grid: Grid, count: int, timeout_s: float) -> list[int]:

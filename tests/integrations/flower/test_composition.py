@@ -21,6 +21,17 @@ from .conftest import simulate, tiny
 pytestmark = pytest.mark.timeout(300)
 
 
+def with_train(honest, train):
+    """A ClientApp that answers as ``honest`` except for train messages, which ``train`` handles."""
+    from flwr.clientapp import ClientApp
+
+    app = ClientApp()
+    app.query("fedcore_hello")(honest)
+    app.evaluate()(honest)
+    app.train()(train)
+    return app
+
+
 def max_change(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     return max(float((a[n] - b[n]).abs().max()) for n in a)
 
@@ -66,23 +77,12 @@ def test_fedmedian_and_dp_clipping_change_the_aggregate() -> None:
 
 def test_a_bad_node_is_left_out_and_the_run_goes_on(caplog: pytest.LogCaptureFixture) -> None:
     from flwr.app import ArrayRecord, Context, Message, RecordDict
-    from flwr.clientapp import ClientApp
 
     from fedcore.integrations.flower import fedit_client_app, fedit_server_app
 
     config = tiny("fedit")
     honest = fedit_client_app(config)
-    app = ClientApp()
 
-    @app.query("fedcore_hello")
-    def hello(msg: Message, context: Context) -> Message:
-        return honest(msg, context)
-
-    @app.evaluate()
-    def evaluate(msg: Message, context: Context) -> Message:
-        return honest(msg, context)
-
-    @app.train()
     def train(msg: Message, context: Context) -> Message:
         reply = honest(msg, context)
         if context.node_config["partition-id"] != 1:
@@ -93,6 +93,8 @@ def test_a_bad_node_is_left_out_and_the_run_goes_on(caplog: pytest.LogCaptureFix
         poisoned = {n: torch.full_like(t, math.inf) for n, t in arrays.to_torch_state_dict().items()}
         return Message(RecordDict({"arrays": ArrayRecord(poisoned), "metrics": reply.content["metrics"]}),
                        reply_to=msg)  # fmt: skip
+
+    app = with_train(honest, train)
 
     got: list = []
     with caplog.at_level(logging.WARNING, logger="fedcore.flower"):
@@ -108,27 +110,18 @@ def test_a_bad_node_is_left_out_and_the_run_goes_on(caplog: pytest.LogCaptureFix
 
 def test_a_fedbcd_node_that_lost_its_state_is_resynced(caplog: pytest.LogCaptureFixture) -> None:
     from flwr.app import Context, Message, RecordDict
-    from flwr.clientapp import ClientApp
 
     from fedcore.integrations.flower import fedbcd_client_app, fedbcd_server_app
 
     config = tiny("fedbcd", rounds=4, schedule="sequential")
     honest = fedbcd_client_app(config)
-    app = ClientApp()
 
-    @app.query("fedcore_hello")
-    def hello(msg: Message, context: Context) -> Message:
-        return honest(msg, context)
-
-    @app.evaluate()
-    def evaluate(msg: Message, context: Context) -> Message:
-        return honest(msg, context)
-
-    @app.train()
     def train(msg: Message, context: Context) -> Message:
         if context.node_config["partition-id"] == 1 and msg.content["config"]["round"] == 2:
             context.state = RecordDict()  # its SuperNode restarted: the blocks it held are gone
         return honest(msg, context)
+
+    app = with_train(honest, train)
 
     got: list = []
     with caplog.at_level(logging.WARNING, logger="fedcore.flower"):
