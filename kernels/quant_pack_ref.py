@@ -75,14 +75,25 @@ def _codes(y: torch.Tensor, inv: torch.Tensor, bad: torch.Tensor, fmt: str, *, i
     return q.to(CODE_DTYPE[fmt])
 
 
+def clip_factors(y: torch.Tensor, clip: float) -> torch.Tensor:
+    """(rows, 1) fp32 min(1, clip / ||row||_2) of fp32 rows ``y``: 1 for a NaN or infinite norm
+    (such a row stays non-finite). Norm and division in float64, rounded."""
+    norm = y.double().square().sum(dim=-1).sqrt()
+    big = (norm > clip) & torch.isfinite(norm)
+    return torch.where(big, clip / torch.where(big, norm, 1.0), 1.0).float()[:, None]
+
+
 def pack_reference(
-    x: torch.Tensor, *, noise: torch.Tensor | None = None, sigma: float = 0.0, fmt: str = "int8"
+    x: torch.Tensor, *, noise: torch.Tensor | None = None, sigma: float = 0.0, fmt: str = "int8", clip: float = 0.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Reference pack of ``x`` (..., H) with ``sigma * noise`` ((rows, H) fp32) added.
+    """Reference pack of ``x`` (..., H): each row scaled to L2 norm at most ``clip`` (when > 0),
+    then ``sigma * noise`` ((rows, H) fp32) added.
 
     Returns codes (..., H) int8 / float8_e4m3fn and scales (...,) fp32, on the CPU.
     """
     y = x.detach().cpu().reshape(-1, x.shape[-1]).float()
+    if clip > 0:
+        y = y * clip_factors(y, clip)
     if noise is not None and sigma:
         y = y + noise.cpu().float() * float(np.float32(sigma))
     inv, scale, bad = _row_scales(y, QMAX[fmt])
@@ -103,10 +114,18 @@ CHUNK_BYTES = 1 << 22  # fp32 bytes per chunk of the CPU path: 64-row chunks cos
 
 
 def pack_cpu(
-    x2: torch.Tensor, sigma: torch.Tensor | None, seed: int, offset: int, fmt: str, *, chunk_rows: int = 0
+    x2: torch.Tensor,
+    sigma: torch.Tensor | None,
+    seed: int,
+    offset: int,
+    fmt: str,
+    *,
+    chunk_rows: int = 0,
+    clip: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The CPU path of quant_pack on ``x2`` (rows, H): codes (rows, H) and scales (rows,) fp32,
-    ``chunk_rows`` rows at a time (0: about ``CHUNK_BYTES`` of fp32, at least 64 rows)."""
+    ``chunk_rows`` rows at a time (0: about ``CHUNK_BYTES`` of fp32, at least 64 rows); rows
+    clipped to L2 norm ``clip`` first when it is > 0."""
     rows, hidden = x2.shape
     chunk_rows = chunk_rows or max(64, CHUNK_BYTES // (4 * max(hidden, 1)))
     codes = torch.empty(rows, hidden, dtype=CODE_DTYPE[fmt])
@@ -115,6 +134,8 @@ def pack_cpu(
     sigma_cpu = sigma.cpu() if sigma is not None else None
     for start in range(0, rows, chunk_rows):  # the reference's arithmetic, a cache-sized chunk at a time
         y = x2[start : start + chunk_rows].to(torch.float32, copy=True)  # never write into x
+        if clip > 0:
+            y.mul_(clip_factors(y, clip))
         if gen is not None and sigma_cpu is not None:
             y.add_(torch.randn(y.shape, generator=gen).mul_(sigma_cpu))
         inv, scale, bad = _row_scales(y, QMAX[fmt])

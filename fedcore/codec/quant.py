@@ -23,12 +23,20 @@ _CODE_DTYPE = {"int8": "int8", "fp8_e4m3": "float8_e4m3fn"}
 
 class QuantCodec(Codec):
     """Per-token ``fmt`` codes + fp32 scales, with optional noise of std ``noise_std``
-    (absolute, or times mean |x| of each encoded tensor when ``relative``)."""
+    (absolute, or times mean |x| of each encoded tensor when ``relative``), each token's row first
+    clipped to L2 norm ``clip`` when it is > 0 (the Gaussian mechanism, fused in the kernel)."""
 
     def __init__(
-        self, name: str, fmt: str, *, noise_std: float | None = 0.0, relative: bool = False, seed: int | None = None
+        self,
+        name: str,
+        fmt: str,
+        *,
+        noise_std: float | None = 0.0,
+        relative: bool = False,
+        seed: int | None = None,
+        clip: float = 0.0,
     ):
-        self.name, self.fmt, self.noise_std, self.relative = name, fmt, noise_std, relative
+        self.name, self.fmt, self.noise_std, self.relative, self.clip = name, fmt, noise_std, relative, clip
         self.seed, self._offset = seed, 0  # a fixed seed: one Philox stream, the offset advancing per call
 
     @property
@@ -54,7 +62,13 @@ class QuantCodec(Codec):
         if self.noise_std is None:
             raise ValueError(f"codec {self.name!r} needs a noise std: pass fedcore.codec.noisy_int8(std, relative=...)")
         packed = quant_pack(
-            tensor, noise_std=self.noise_std, relative=self.relative, fmt=self.fmt, seed=self.seed, offset=self._offset
+            tensor,
+            noise_std=self.noise_std,
+            relative=self.relative,
+            fmt=self.fmt,
+            seed=self.seed,
+            offset=self._offset,
+            clip=self.clip,
         )
         if self.seed is not None:
             self._offset = packed.next_offset
@@ -84,15 +98,18 @@ class QuantCodec(Codec):
         return n * DTYPES[orig_dtype].itemsize
 
 
-def noisy_int8(std: float, *, relative: bool = False, seed: int | None = None) -> QuantCodec:
-    """An ``int8+noise`` encoder with sigma = ``std`` (or ``std * mean|x|`` when ``relative``).
+def noisy_int8(std: float, *, relative: bool = False, seed: int | None = None, clip: float = 0.0) -> QuantCodec:
+    """An ``int8+noise`` encoder with sigma = ``std`` (or ``std * mean|x|`` when ``relative``);
+    ``clip`` > 0 bounds each token's L2 norm before the noise (use an absolute ``std``).
 
     ``seed=None``: a fresh OS-drawn seed on every encode. A fixed ``seed``: one reproducible
     stream whose offset advances past the counters each encode consumed (give clients distinct seeds).
     """
     if not std >= 0:
         raise ValueError(f"noise std must be >= 0, got {std}")
-    return QuantCodec("int8+noise", "int8", noise_std=std, relative=relative, seed=seed)
+    if not 0 <= clip < float("inf"):
+        raise ValueError(f"clip must be finite and >= 0, got {clip}")
+    return QuantCodec("int8+noise", "int8", noise_std=std, relative=relative, seed=seed, clip=clip)
 
 
 register_codec(QuantCodec("int8", "int8"))

@@ -126,7 +126,9 @@ def _answers(model: torch.nn.Module, data: ClientData, tokenizer: Tokenizer, max
     return [tokenizer.decode(a).strip() for a in ids]
 
 
-def _scores(model, data: ClientData, tokenizer: Tokenizer, max_new_tokens: int) -> tuple[float, float, float]:
+def model_scores(model, data: ClientData, tokenizer: Tokenizer, max_new_tokens: int) -> tuple[float, float, float]:
+    """Held-out loss (nats per answer token), ROUGE-L and exact match of greedy answers to the
+    shard's prompts (NaN without prompts) of a full causal LM."""
     loss = heldout_loss(model, data.eval_batches)
     if not data.prompts:
         return loss, math.nan, math.nan
@@ -144,7 +146,7 @@ def evaluate_exported(
     tokenizer = tokenizer_of(config.model)
     max_new = config.data.max_new_tokens
     base = base_model(config.model, tokenizer.vocab_size).eval()
-    before = {k: _scores(base, shards[k], tokenizer, max_new) for k in artifacts}
+    before = {k: model_scores(base, shards[k], tokenizer, max_new) for k in artifacts}
     del base
     rows: list[TextEval] = []
     loaded: dict[Path, torch.nn.Module] = {}
@@ -152,7 +154,7 @@ def evaluate_exported(
         if folder not in loaded:
             loaded.clear()  # one exported model in memory at a time
             loaded[folder] = load_exported(config, trained.kind, folder)
-        after = _scores(loaded[folder], shards[k], tokenizer, max_new)
+        after = model_scores(loaded[folder], shards[k], tokenizer, max_new)
         b = before[k]
         rows.append(TextEval(k, b[0], after[0], b[1], after[1], b[2], after[2], len(shards[k].prompts)))
     return rows

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -193,12 +194,13 @@ def tables(report: RunReport) -> list[Table]:
 
 
 def rich_table(t: ReportTable) -> Table:
-    """One ``ReportTable`` as a rich table (cells right-aligned)."""
-    table = Table(title=t.title)
+    """One ``ReportTable`` as a rich table (cells right-aligned, shown as written: a ``[noise]``
+    in a cell is text, not rich markup)."""
+    table = Table(title=escape(t.title))
     for col in t.columns:
-        table.add_column(col, justify="right")
+        table.add_column(escape(col), justify="right")
     for row in t.rows:
-        table.add_row(*row)
+        table.add_row(*map(escape, row))
     return table
 
 

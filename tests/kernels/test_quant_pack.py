@@ -284,3 +284,54 @@ def test_cpu_path_chunking_does_not_change_the_codes(fmt):
         codes, scales = pack_cpu(x, None, 0, 0, fmt, chunk_rows=rows)
         assert torch.equal(codes.view(torch.uint8), want_codes.view(torch.uint8))
         torch.testing.assert_close(scales, want_scales, rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("shape", [(3, 5, 259), (1, 2, 16389)])  # single- and two-pass rows
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_clipped_pack_equals_reference_and_bounds_every_row(impl, shape, dtype):
+    """Per-token L2 clipping fused before the noise: rows above the bound come out at norm C, rows
+    below it untouched; the codes equal the reference's up to one step where the norm's summation
+    order moves the clip factor by an ulp."""
+    x = _x(shape, dtype, seed=11, scale=0.2)
+    norms = x.float().reshape(-1, shape[-1]).norm(dim=-1)
+    clip = float(norms.median())  # about half the rows are clipped
+    packed = quant_pack(x, clip=clip, impl=impl)
+    codes, scales = pack_reference(x, clip=clip)
+    assert (packed.codes.cpu().int() - codes.int()).abs().max() <= 1
+    torch.testing.assert_close(packed.scales.cpu(), scales, rtol=2e-6, atol=0)
+    back = dequant_unpack(packed, torch.float32).reshape(-1, shape[-1]).cpu()
+    step = packed.scales.reshape(-1, 1).cpu()  # one code of each row
+    bound = clip + step.squeeze(1) * shape[-1] ** 0.5 / 2  # int8 rounding moves a row by <= half a step per element
+    assert (back.norm(dim=-1) <= bound).all()
+    kept = norms.cpu() < clip * 0.99
+    assert ((back[kept] - x.float().reshape(-1, shape[-1]).cpu()[kept]).abs() <= step[kept] / 2 * 1.001).all()
+
+
+@pytest.mark.parametrize("impl", [i for i in IMPLS if i != "torch"])
+def test_clip_then_noise_equals_reference_with_the_same_noise_field(impl):
+    x = _x((4, 3, 131), torch.float32, seed=5)
+    seed, offset, clip, z = 99, 7, 1.5, 0.8
+    packed = quant_pack(x, noise_std=z * clip, clip=clip, seed=seed, offset=offset, impl=impl)
+    noise = philox_normals(12, 131, seed, offset)
+    codes, scales = pack_reference(x, noise=noise, sigma=z * clip, clip=clip)
+    assert (packed.codes.cpu().int() - codes.int()).abs().max() <= 1
+    torch.testing.assert_close(packed.scales.cpu(), scales, rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_clip_keeps_a_non_finite_row_non_finite(impl):
+    x = _x((3, 64), torch.float32, seed=2)
+    x[1, 5] = float("inf")
+    x[2, 0] = float("nan")
+    packed = quant_pack(x, clip=0.5, impl=impl)
+    assert torch.isnan(packed.scales[1:].cpu()).all() and torch.isfinite(packed.scales[0].cpu())
+
+
+def test_clip_arguments_are_refused_clearly():
+    x = torch.randn(2, 8)
+    for bad in (-1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="clip must be finite and >= 0"):
+            quant_pack(x, clip=bad)
+    with pytest.raises(ValueError, match="relative noise is not the Gaussian mechanism"):
+        quant_pack(x, clip=1.0, noise_std=0.1, relative=True)

@@ -51,6 +51,10 @@ def test_fedcore_run_writes_metrics_and_plot_and_loss_falls(tmp_path):
     assert [p.name for p in secrets] == ["client-0.key_secret", "client-1.key_secret", "server.key_secret"]
     assert all(p.stat().st_mode & 0o077 == 0 for p in secrets)
     assert "loss start" in proc.stdout and "bytes across the split" in proc.stdout
+    leak = [r for r in records if r["type"] == "leakage"]  # the leakage line, next to the loss
+    assert len(leak) == 1 and 0 <= leak[0]["token_recovery"] <= 100 and leak[0]["victims"] == [1]
+    assert summary["leakage"]["token_recovery"] == leak[0]["token_recovery"] and summary["privacy"] is None
+    assert "what the server can read from h_A" in proc.stdout and "held-out tokens" in proc.stdout
 
 
 def test_fedcore_run_refuses_a_bad_config(tmp_path):

@@ -20,7 +20,7 @@ from fedcore.lora import load_lora_state, lora_state
 from fedcore.model import SplitState
 
 from ..training_state import load_optimizer_state, optimizer_state
-from .noise import add_gaussian_noise
+from .noise import HiddenRelease
 from .step import ClientParts
 from .wire import (
     state_from,
@@ -54,12 +54,17 @@ class SplitClientRole:
         codecs: Mapping[str, str | Codec] | None = None,
         micro_batches: int = 1,
         timeout: float = 300.0,
+        clip: float = 0.0,
+        clip_unit: str = "token",
+        secret_noise: bool = False,
     ):
         self.link, self.parts, self.batches, self.eval_batches = link, parts, batches, eval_batches
         self.device = parts.device
         self.micro_batches = micro_batches
         self.steps_taken = 0  # optimizer steps (and batches) this process has taken
         self.noise_std, self.noise_relative, self.timeout = noise_std, noise_relative, timeout
+        # clipping (the Gaussian mechanism) and noise the codec does not do itself
+        self.release = HiddenRelease(noise_std, noise_relative, clip, clip_unit, secret_noise)
         codecs = codecs or {}
         self.codec_up, self.codec_grad = codecs.get("h_A", "raw"), codecs.get("dh_B", "raw")
 
@@ -150,9 +155,7 @@ class SplitClientRole:
         parts = self.parts
         h_a = parts.head(batch["input_ids"], batch["attention_mask"])
         up = state_tensors(h_a)
-        up["hidden"] = add_gaussian_noise(
-            up["hidden"], self.noise_std, relative=self.noise_relative, generator=parts.noise_generator
-        )
+        up["hidden"] = self.release(up["hidden"], parts.noise_generator)
         head_trains = h_a.hidden.requires_grad
         self.link.send_to("server", up, state_meta(op="fwd", head_trains=head_trains), tag="h_A", codec=self.codec_up)
         tail_in = _state(_expect(self.link, "h_B", self.timeout), needs_grad=True, device=self.device)
@@ -194,9 +197,7 @@ class SplitClientRole:
         for i, mb in enumerate(micro):
             h_a = parts.head(mb["input_ids"], mb["attention_mask"])
             up = state_tensors(h_a)
-            up["hidden"] = add_gaussian_noise(
-                up["hidden"], self.noise_std, relative=self.noise_relative, generator=parts.noise_generator
-            )
+            up["hidden"] = self.release(up["hidden"], parts.noise_generator)
             meta = state_meta(op="fwd", head_trains=h_a.hidden.requires_grad, mb=i, mbs=count)
             meta["loss_tokens"] = sum(counts)  # the step's, not the micro-batch's: a client-batch server weights by it
             self.link.send_to("server", up, meta, tag="h_A", codec=self.codec_up)
@@ -230,9 +231,8 @@ class SplitClientRole:
         for batch in map(self._on_device, self.eval_batches):
             h_a = self.parts.head(batch["input_ids"], batch["attention_mask"])
             up = state_tensors(h_a)
-            up["hidden"] = add_gaussian_noise(  # what leaves the client is noised at evaluation too
-                up["hidden"], self.noise_std, relative=self.noise_relative, generator=self.parts.noise_generator
-            )
+            # what leaves the client is clipped and noised at evaluation too
+            up["hidden"] = self.release(up["hidden"], self.parts.noise_generator)
             self.link.send_to("server", up, state_meta(op="eval_fwd"), tag="eval_h_A", codec=self.codec_up)
             state = _state(_expect(self.link, "eval_h_B", self.timeout), needs_grad=False, device=self.device)
             loss = self.parts.tail(state, labels=batch["labels"]).loss

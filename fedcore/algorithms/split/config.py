@@ -4,6 +4,7 @@ is the embedded default (``fedcore/config/default.toml``), the main job of ``fed
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -57,14 +58,52 @@ class NoiseConfig:
     """FedSEA-LLaMA Gaussian noise on h_A before it leaves the client.
 
     ``std`` is relative to mean |h_A| of the batch when ``relative`` (sigma = std * mean|h_A|),
-    otherwise absolute. 0 turns noise off.
+    otherwise absolute. 0 turns noise off. ``secret``: draw it from OS-seeded streams the server
+    cannot regenerate (runs are then not reproducible bit for bit); by default the streams are
+    seeded from ``train.seed``, which a server holding the config can replay and subtract.
     """
 
     std: float = 0.02
     relative: bool = True
+    secret: bool = False
 
     def __post_init__(self) -> None:
-        check(self.std >= 0.0, f"noise.std must be >= 0, got {self.std}")
+        check(math.isfinite(self.std) and self.std >= 0.0, f"noise.std must be >= 0 and finite, got {self.std}")
+
+
+@dataclass(kw_only=True)
+class PrivacyConfig:
+    """The Gaussian mechanism on h_A, and the leakage check at the end of every run.
+
+    ``clip`` > 0 turns the mechanism on: each token's h_A row (``unit = "token"``) or each
+    example's whole h_A (``unit = "example"``) is scaled to an L2 norm of at most ``clip`` (h_A's
+    units), then every element gets N(0, (noise_multiplier * clip)^2). The run reports
+    (epsilon, delta) over all its h_A releases (fedcore.privacy.accountant); [noise] must then be
+    off (std 0): sigma comes from here. ``leakage_check``: after the run, a linear inverter fitted
+    on a shadow sample of client 0's h_A reads the other clients' held-out tokens; its token
+    recovery goes into the summary and metrics.jsonl."""
+
+    clip: float = 0.0
+    noise_multiplier: float = 0.0
+    unit: Literal["token", "example"] = "token"
+    delta: float = 1e-5
+    leakage_check: bool = True
+
+    def __post_init__(self) -> None:
+        check_choices(self, "privacy")
+        clip = self.clip
+        check(math.isfinite(clip) and clip >= 0, f"privacy.clip must be a finite number >= 0, got {clip}")
+        z = self.noise_multiplier
+        check(math.isfinite(z) and z >= 0, f"privacy.noise_multiplier must be a finite number >= 0, got {z}")
+        check(
+            self.clip == 0 or z > 0,
+            "privacy.clip > 0 needs privacy.noise_multiplier > 0 (clipping alone is not private)",
+        )
+        check(0 < self.delta < 1, f"privacy.delta must be in (0, 1), got {self.delta}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.clip > 0
 
 
 @dataclass(kw_only=True)
@@ -100,6 +139,7 @@ class SplitRunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     transport: TransportConfig = field(default_factory=TransportConfig)
     codecs: CodecConfig = field(default_factory=CodecConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
     def __post_init__(self) -> None:
@@ -110,8 +150,12 @@ class SplitRunConfig:
                 f"split.blocks_a + split.blocks_c must be <= model.num_layers - 1 = {self.model.num_layers - 1}",
             )
         check(
-            self.codecs.h_A != "int8+noise" or self.noise.std > 0,
-            "codecs.h_A = 'int8+noise' needs noise.std > 0 (or use codecs.h_A = 'int8')",
+            self.codecs.h_A != "int8+noise" or self.noise.std > 0 or self.privacy.enabled,
+            "codecs.h_A = 'int8+noise' needs noise.std > 0 or privacy.clip > 0 (or use codecs.h_A = 'int8')",
+        )
+        check(
+            not (self.privacy.enabled and self.noise.std > 0),
+            "privacy.clip > 0 sets the noise (sigma = privacy.noise_multiplier * privacy.clip): set noise.std = 0",
         )
 
     @property

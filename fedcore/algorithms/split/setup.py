@@ -87,17 +87,49 @@ def client_parts(config: SplitRunConfig, sm: SplitModel, client: int) -> ClientP
     return ClientParts(head, tail, opt, lr_schedule(opt, tc.rounds * tc.local_steps), noise)
 
 
+def h_a_noise(config: SplitRunConfig) -> tuple[float, bool]:
+    """(std, relative) of the noise on h_A: ``privacy.noise_multiplier * privacy.clip`` (absolute)
+    when the Gaussian mechanism is on, else [noise]."""
+    pc = config.privacy
+    if pc.enabled:
+        return pc.noise_multiplier * pc.clip, False
+    return config.noise.std, config.noise.relative
+
+
 def wire_codecs(config: SplitRunConfig, client: int) -> tuple[dict[str, str | Codec], float]:
     """The codec per direction for ``client``'s link, and the noise std still to add by hand.
 
-    With ``codecs.h_A = "int8+noise"`` the noise is drawn in the packing kernel from a Philox
-    stream seeded per client from ``train.seed`` (reproducible runs; distinct clients), so the
-    separate noise pass is off (0.0 returned); otherwise ``noise.std`` is returned for it.
+    With ``codecs.h_A = "int8+noise"`` the noise (and, for ``privacy.unit = "token"``, the
+    clipping) is done in the packing kernel, its noise drawn from a Philox stream seeded per client
+    from ``train.seed`` (reproducible runs; distinct clients), so the separate noise pass is off
+    (0.0 returned); otherwise the std of ``h_a_noise`` is returned for it.
     """
     cc = config.codecs
     codecs: dict[str, str | Codec] = {"h_A": cc.h_A, "h_B": cc.h_B, "dh_B": cc.dh_B, "dh_A": cc.dh_A}
+    std, relative = h_a_noise(config)
     if cc.h_A != "int8+noise":
-        return codecs, config.noise.std
-    seed = (config.train.seed * 1_000_003 + client * 7919 + 1) % 2**62
-    codecs["h_A"] = noisy_int8(config.noise.std, relative=config.noise.relative, seed=seed)
+        return codecs, std
+    seed = None if secret_noise(config) else (config.train.seed * 1_000_003 + client * 7919 + 1) % 2**62
+    codecs["h_A"] = noisy_int8(std, relative=relative, seed=seed, clip=kernel_clip(config))
     return codecs, 0.0
+
+
+def secret_noise(config: SplitRunConfig) -> bool:
+    """Whether h_A's noise comes from OS-drawn seeds the server cannot regenerate (the Gaussian
+    mechanism always; [noise] when ``noise.secret``); otherwise from streams seeded by
+    ``train.seed``, reproducible, and so known to a server that has the run's config."""
+    return config.privacy.enabled or config.noise.secret
+
+
+def kernel_clip(config: SplitRunConfig) -> float:
+    """The clip bound the ``int8+noise`` kernel applies (per token); 0 when it does not clip."""
+    pc = config.privacy
+    fused = pc.enabled and pc.unit == "token" and config.codecs.h_A == "int8+noise"
+    return pc.clip if fused else 0.0
+
+
+def client_clip(config: SplitRunConfig) -> float:
+    """The clip bound the client applies in torch before the codec (per example always; per token
+    when the codec does not); 0 when it does not clip."""
+    pc = config.privacy
+    return pc.clip if pc.enabled and not kernel_clip(config) else 0.0

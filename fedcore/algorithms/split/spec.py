@@ -27,7 +27,17 @@ from .config import SplitRunConfig
 from .modes import make_server_role
 from .resume import split_checkpoint, split_resume
 from .server_role import SplitServerResult, StepReport
-from .setup import add_lora, build_client_data, build_split, client_parts, endless_batches, wire_codecs
+from .setup import (
+    add_lora,
+    build_client_data,
+    build_split,
+    client_clip,
+    client_parts,
+    endless_batches,
+    h_a_noise,
+    secret_noise,
+    wire_codecs,
+)
 
 DIRECTIONS = (
     ("h_A", "client -> server"),
@@ -149,18 +159,24 @@ def split_client(config: SplitRunConfig, link: Any, index: int) -> SplitClientRo
         endless_batches(data, config, index, tokenizer.pad_id),
         data.eval_batches,
         noise_std=noise_std,
-        noise_relative=config.noise.relative,
+        noise_relative=h_a_noise(config)[1],
         codecs=codecs,
         micro_batches=config.split.micro_batches,
+        clip=client_clip(config),
+        clip_unit=config.privacy.unit,
+        secret_noise=secret_noise(config),
     )
 
 
 def describe(config: SplitRunConfig) -> str:
-    m, s, tc, c = config.model, config.split, config.train, config.codecs
+    m, s, tc, c, pc = config.model, config.split, config.train, config.codecs, config.privacy
+    if pc.enabled:
+        noise = f"Gaussian mechanism on h_A (clip {pc.clip} per {pc.unit}, sigma {pc.noise_multiplier} x clip)"
+    else:
+        noise = f"noise std {config.noise.std}{' x mean|h_A|' if config.noise.relative else ''}"
     return (
         f"split fine-tuning: {describe_model(m)}, head {s.blocks_a} / tail {s.blocks_c} layers on each client, "
-        f"the body on the server, {tc.clients} clients, mode {s.mode}, "
-        f"noise std {config.noise.std}{' x mean|h_A|' if config.noise.relative else ''}, codecs "
+        f"the body on the server, {tc.clients} clients, mode {s.mode}, {noise}, codecs "
         f"h_A {c.h_A} / h_B {c.h_B} / dh_B {c.dh_B} / dh_A {c.dh_A}"
     )
 
@@ -183,12 +199,18 @@ def report(config: SplitRunConfig, result: SplitRunResult, wire: dict[str, Any])
         [kind, direction, f"{result.wire_bytes.get(kind, 0) / 2**20:,.2f}", str(result.wire_messages.get(kind, 0))]
         for kind, direction in DIRECTIONS
     ]
+    privacy_rows, leak, dp = privacy_checks(config, result)
     records: list[tuple[str, dict[str, Any]]] = [("step", asdict(rec)) for rec in result.steps]
+    if leak is not None:
+        records.append(("leakage", leak))
+    if dp is not None:
+        records.append(("privacy", dp))
     for k, (start, end) in enumerate(zip(result.eval_start, result.eval_end, strict=True)):
         records += [
             ("eval", {"client": k, "when": "start", "loss": start}),
             ("eval", {"client": k, "when": "end", "loss": end}),
         ]
+    privacy_tables = [ReportTable("what the server can read from h_A", ["check", "result"], privacy_rows)]
     return RunReport(
         losses=list(result.eval_end),
         tables=[
@@ -200,6 +222,7 @@ def report(config: SplitRunConfig, result: SplitRunResult, wire: dict[str, Any])
             ReportTable(
                 "bytes across the split (counted at the server)", ["tensor", "direction", "MiB", "messages"], wire_rows
             ),
+            *(privacy_tables if privacy_rows else []),
         ],
         records=records,
         curve=[(float(i), rec.loss) for i, rec in enumerate(result.steps)],
@@ -216,9 +239,65 @@ def report(config: SplitRunConfig, result: SplitRunResult, wire: dict[str, Any])
             "client_train_examples": result.client_sizes,
             "dropped": {str(k): v for k, v in result.extra.get("dropped", {}).items()},
             "rejoined": {str(k): v for k, v in result.extra.get("rejoined", {}).items()},
+            "leakage": leak,
+            "privacy": dp,
         },
         trained=trained_model(config, result),
     )
+
+
+def run_guarantee(config: SplitRunConfig, result: SplitRunResult) -> dict[str, Any]:
+    """(epsilon, delta) of the run's h_A releases: the most times one training example's h_A left
+    its client (epochs over its shard) or one held-out example's (once per evaluation)."""
+    from fedcore.privacy import guarantee
+
+    pc = config.privacy
+    evaluations = int(bool(result.eval_start)) + int(bool(result.eval_end))
+    releases = run_releases(config, result.client_sizes, evaluations)
+    return guarantee(pc.clip, pc.noise_multiplier, releases, pc.delta, pc.unit, config.split.blocks_a).record()
+
+
+def run_releases(config: SplitRunConfig, client_sizes: list[int], evaluations: int) -> int:
+    """The most times one example's h_A leaves its client in a run: a training example once per
+    epoch over its shard (``train.rounds * train.local_steps`` batches), a held-out one once per
+    evaluation."""
+    from fedcore.privacy import epoch_releases
+
+    tc = config.train
+    steps = tc.rounds * tc.local_steps
+    train = max((epoch_releases(steps, n, tc.batch_size) for n in client_sizes), default=0)
+    return max(train, evaluations, 1)
+
+
+def privacy_checks(
+    config: SplitRunConfig, result: SplitRunResult
+) -> tuple[list[list[str]], dict[str, Any] | None, dict[str, Any] | None]:
+    """The summary rows, the leakage check (``privacy.leakage_check``; needs the final LoRA) and
+    the formal guarantee (``privacy.clip`` > 0) of a finished run."""
+    rows: list[list[str]] = []
+    leak = dp = None
+    if config.privacy.leakage_check and result.final_lora:
+        from fedcore.privacy.leakage import split_leakage
+
+        leak = split_leakage(config, result.final_lora)
+        victims = "its own" if leak["victims"] == [0] else "the other clients'"
+        rows.append(
+            [
+                f"leakage: {leak['attack']} inverter fitted on {leak['shadow_tokens']} of client 0's h_A rows",
+                f"reads {leak['token_recovery']:.1f}% of {victims} {leak['victim_tokens']} held-out tokens",
+            ]
+        )
+    if config.privacy.enabled:
+        dp = run_guarantee(config, result)
+        rows.append(
+            [
+                f"Gaussian mechanism per {dp['unit']} (clip {dp['clip']:g}, z {dp['multiplier']:g})",
+                f"({dp['epsilon']:.3g}, {dp['delta']:g})-DP over {dp['releases']} releases of each {dp['unit']}",
+            ]
+        )
+    elif leak is not None:
+        rows.append(["formal guarantee", "none ([noise] is heuristic; [privacy] clip > 0 gives (epsilon, delta)-DP)"])
+    return rows, leak, dp
 
 
 def check_model(config: SplitRunConfig, model: Any) -> None:
