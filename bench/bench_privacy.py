@@ -30,8 +30,8 @@ from fedcore.algorithms.split.setup import build_client_data, build_split  # noq
 from fedcore.config import parse_toml  # noqa: E402
 from fedcore.data import batches  # noqa: E402
 from fedcore.privacy import capture  # noqa: E402
-from fedcore.privacy.report import plot_study, strict, strongest  # noqa: E402
-from fedcore.privacy.study import Study, StudyConfig, run_study  # noqa: E402
+from fedcore.runtime.privacy_report import plot_study, strict, strongest  # noqa: E402
+from fedcore.runtime.privacy_study import Study, StudyConfig, run_study  # noqa: E402
 
 # FL-GLM (Table 4): the server's inverter F^-1 trained on a colluding client's data
 FLGLM_TABLE4 = {

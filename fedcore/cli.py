@@ -7,7 +7,7 @@ run across hosts, the server on one and each client on its own. ``run --resume R
 is the run directory's ``config.json``). ``models convert`` dequantizes a GGUF once into a
 safetensors folder (what ``[model] pretrained`` loads in seconds); ``data chatterbot`` writes the
 chatterbot corpus as chat JSONL (what ``[data] path`` reads). ``privacy [X.toml]``: the
-privacy-utility study of split learning (fedcore.privacy.study).
+privacy-utility study of split learning (fedcore.runtime.privacy_study).
 """
 
 from __future__ import annotations
@@ -143,8 +143,8 @@ def _keys(args: argparse.Namespace) -> int:
 
 
 def _privacy(args: argparse.Namespace) -> int:
-    from fedcore.privacy.job import run_privacy_job
-    from fedcore.privacy.study import load_study
+    from fedcore.runtime.privacy_job import run_privacy_job
+    from fedcore.runtime.privacy_study import load_study
 
     try:
         run_privacy_job(load_study(args.config), out=args.out)

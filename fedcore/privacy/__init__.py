@@ -6,8 +6,8 @@
 - ``metrics``: token recovery, ROUGE-1/2/L, BLEU-4.
 - ``mechanism``: per-token / per-example L2 clipping, the Gaussian mechanism in torch.
 - ``accountant``: (epsilon, delta) of the run's h_A releases by dp-accounting.
-- ``leakage`` (the end-of-run check of split runs) and ``study`` (``fedcore privacy X.toml``)
-  build on the split algorithm; import them by name.
+The end-of-run leakage check of split runs is ``fedcore.algorithms.split.leakage``; the study
+(``fedcore privacy X.toml``) is ``fedcore.runtime.privacy_study`` (this layer sits below both).
 """
 
 from .accountant import Guarantee, epoch_releases, gaussian_epsilon, guarantee

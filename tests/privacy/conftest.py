@@ -9,10 +9,10 @@ import pytest
 
 from fedcore.algorithms.builders import tokenizer_of
 from fedcore.algorithms.split.config import load_split_config
+from fedcore.algorithms.split.leakage import client_release
 from fedcore.algorithms.split.setup import build_client_data, build_split
 from fedcore.data import batches
 from fedcore.privacy import capture
-from fedcore.privacy.leakage import client_release
 
 
 def tiny_config(blocks_a: int = 1, *, std: float = 0.0, relative: bool = False, codec: str = "raw", **privacy):

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from fedcore.algorithms.split.leakage import client_release
 from fedcore.privacy import clip_examples, clip_tokens, gaussian_mechanism
-from fedcore.privacy.leakage import client_release
 
 from .conftest import tiny_config
 

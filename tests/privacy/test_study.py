@@ -7,7 +7,7 @@ import json
 import pytest
 
 from fedcore.cli import main
-from fedcore.privacy.study import load_study
+from fedcore.runtime.privacy_study import load_study
 
 STUDY = """
 [study]

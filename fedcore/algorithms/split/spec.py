@@ -277,7 +277,7 @@ def privacy_checks(
     rows: list[list[str]] = []
     leak = dp = None
     if config.privacy.leakage_check and result.final_lora:
-        from fedcore.privacy.leakage import split_leakage
+        from fedcore.algorithms.split.leakage import split_leakage
 
         leak = split_leakage(config, result.final_lora)
         victims = "its own" if leak["victims"] == [0] else "the other clients'"

@@ -14,17 +14,17 @@ from typing import Any
 
 import torch
 
-from fedcore.algorithms.builders import tokenizer_of
-from fedcore.algorithms.split.config import SplitRunConfig
-from fedcore.algorithms.split.noise import HiddenRelease
-from fedcore.algorithms.split.setup import add_lora, build_client_data, build_split, client_clip, h_a_noise, wire_codecs
 from fedcore.codec import QuantCodec, get_codec
 from fedcore.data import batches
 from fedcore.lora import load_lora_state
+from fedcore.privacy.attacks import RidgeInverter
+from fedcore.privacy.capture import HiddenSample, capture
+from fedcore.privacy.metrics import token_recovery
 
-from .attacks import RidgeInverter
-from .capture import HiddenSample, capture
-from .metrics import token_recovery
+from ..builders import tokenizer_of
+from .config import SplitRunConfig
+from .noise import HiddenRelease
+from .setup import add_lora, build_client_data, build_split, client_clip, h_a_noise, wire_codecs
 
 SHADOW_EXAMPLES = 64  # of client 0's training examples: a small sample, as the check must be cheap
 

@@ -25,15 +25,14 @@ import torch
 
 from fedcore.algorithms.builders import base_model, tokenizer_of
 from fedcore.algorithms.split.config import CodecName, SplitRunConfig, config_from_dict
+from fedcore.algorithms.split.leakage import client_release, trained_head
 from fedcore.algorithms.split.setup import build_client_data, build_split
 from fedcore.config import build_config, check, parse_toml, read_toml
 from fedcore.data import batches
 from fedcore.model import split_model
-
-from .attacks import LinearInverter, NearestRow, RidgeInverter, TransformerInverter, WeightMatch
-from .capture import HiddenSample, capture
-from .leakage import client_release, trained_head
-from .metrics import leakage_scores
+from fedcore.privacy.attacks import LinearInverter, NearestRow, RidgeInverter, TransformerInverter, WeightMatch
+from fedcore.privacy.capture import HiddenSample, capture
+from fedcore.privacy.metrics import leakage_scores
 
 ATTACKS = ("nearest", "least_squares", "ridge", "linear", "transformer", "weights")
 STUDY_CODECS = ("raw", "int8")
@@ -183,8 +182,8 @@ class Utility:
 
 def train_cell(config: SplitRunConfig) -> Utility:
     """Run ``config`` in-process; score the shared trained model on every client's prompts."""
-    from fedcore.runtime.export import model_scores
-    from fedcore.runtime.runner import run
+    from .export import model_scores
+    from .runner import run
 
     t0 = time.perf_counter()
     outcome = run(config)

@@ -7,13 +7,13 @@ from pathlib import Path
 
 from rich.console import Console
 
-from .report import plot_study, study_table, write_rows
-from .study import Study, run_study
+from .privacy_report import plot_study, study_table, write_rows
+from .privacy_study import Study, run_study
 
 
 def run_privacy_job(study: Study, *, out: str | Path | None = None, console: Console | None = None) -> Path:
     """Run ``study``; returns its run directory."""
-    from fedcore.runtime.job import loss_progress, new_run_dir, rich_table
+    from .job import loss_progress, new_run_dir, rich_table
 
     console = console or Console()
     sc = study.study
