@@ -41,7 +41,7 @@ import torch.multiprocessing as mp
 import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import goal, median_ms, write_results  # noqa: E402
+from common import goal, median_ms, pending_goal, write_results  # noqa: E402
 from fedcore.transport import Client, EndpointOptions, Keypair, PeerTimeout, Server  # noqa: E402
 
 MiB = 1 << 20
@@ -311,6 +311,12 @@ def gloo_throughput(plan: list[tuple[int, int, int]], budget_s: float) -> dict[i
 
 
 # ---------- measurement ----------
+def _ms_spread(seconds: list[float]) -> dict[str, float]:
+    """Median, min and max of timed repeats, in ms."""
+    return {k: round(v * 1e3, 3) for k, v in (("ms", statistics.median(seconds)), ("ms_min", min(seconds)),
+                                              ("ms_max", max(seconds)))}  # fmt: skip
+
+
 def _repeats(mib: int, repeats: int) -> tuple[int, int]:
     """(warm-up, timed repeats) for a size: big transfers get fewer."""
     return (1, min(repeats, 3)) if mib >= 256 else (2, repeats)
@@ -343,9 +349,7 @@ def throughput(sizes: list[int], repeats: int) -> tuple[list[dict], dict[tuple[s
                     {
                         "case": f"{mib} MiB",
                         "impl": name,
-                        "ms": round(sec * 1e3, 3),
-                        "ms_min": round(min(ts) * 1e3, 3),
-                        "ms_max": round(max(ts) * 1e3, 3),
+                        **_ms_spread(ts),
                         "GBps": round(gbps[(name, mib)], 3),
                         "repeats": reps,
                     }
@@ -366,9 +370,7 @@ def throughput(sizes: list[int], repeats: int) -> tuple[list[dict], dict[tuple[s
                 {
                     "case": f"{mib} MiB",
                     "impl": "gloo",
-                    "ms": round(sec * 1e3, 3),
-                    "ms_min": round(min(ts) * 1e3, 3),
-                    "ms_max": round(max(ts) * 1e3, 3),
+                    **_ms_spread(ts),
                     "GBps": round(mib * MiB / sec / 1e9, 3),
                     "repeats": _repeats(mib, repeats)[1],
                 }
@@ -474,41 +476,22 @@ def main() -> None:
     limits = {f"copy_GBps_{GOAL_MIB}MiB": round(copy_limit_gbps(), 3)}
     rows, gbps = throughput(sizes, args.repeats)
     rows += latency(args.round_trips)
+    compared = [("fedcore-plain", "pyzmq", "fedcore plain / raw pyzmq"),
+                ("fedcore-curve", "pyzmq-curve", "fedcore CURVE / one raw pyzmq CURVE connection")]  # fmt: skip
     goals = [
-        goal(
-            f"fedcore plain / raw pyzmq throughput at {mib} MiB",
-            gbps[("fedcore-plain", mib)] / gbps[("pyzmq", mib)],
-            ">= 1.0",
-        )
-        for mib in sizes
-    ]
-    goals += [
-        goal(
-            f"fedcore CURVE / one raw pyzmq CURVE connection throughput at {mib} MiB",
-            gbps[("fedcore-curve", mib)] / gbps[("pyzmq-curve", mib)],
-            ">= 1.0",
-        )
+        goal(f"{label} throughput at {mib} MiB", gbps[(ours, mib)] / gbps[(raw, mib)], ">= 1.0")
+        for ours, raw, label in compared
         for mib in sizes
     ]
     p50 = {r["impl"]: r["p50_us"] for r in rows if r["case"] == "64 B round trip"}
     goals.append(goal("64 B round trip p50, fedcore plain / raw pyzmq", p50["fedcore-plain"] / p50["pyzmq"], "<= 2.0"))
     striped = f"fedcore CURVE / one pyzmq CURVE connection at {GOAL_MIB} MiB on the 16-core host (striping: not built)"
     if (os.cpu_count() or 1) >= 16:
-        ratio = gbps[("fedcore-curve", GOAL_MIB)] / gbps[("pyzmq-curve", GOAL_MIB)]
-        goals.append(goal(striped, ratio, ">= 2.0"))
+        goals.append(goal(striped, gbps[("fedcore-curve", GOAL_MIB)] / gbps[("pyzmq-curve", GOAL_MIB)], ">= 2.0"))
     else:  # encryption and decryption already fill 2 cores: striping cannot show here
-        goals.append({"name": striped, "measured": None, "target": ">= 2.0", "met": None,
-                      "pending": f"needs the 16-core host ({os.cpu_count()} cores here)"})  # fmt: skip
+        goals.append(pending_goal(striped, ">= 2.0", f"needs the 16-core host ({os.cpu_count()} cores here)"))
     if not torch.cuda.is_available():
-        goals.append(
-            {
-                "name": "overlap efficiency with two slots",
-                "measured": None,
-                "target": ">= 0.90",
-                "met": None,
-                "pending": "no GPU in this run",
-            }
-        )
+        goals.append(pending_goal("overlap efficiency with two slots", ">= 0.90", "no GPU in this run"))
     path = write_results("transport", rows, goals, out=args.out, limits=limits)
     print(f"wrote {path}")
     _print(rows, goals)

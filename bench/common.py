@@ -88,6 +88,11 @@ def goal(name: str, measured: float, target: str) -> dict:
     return {"name": name, "measured": round(measured, 4), "target": target, "met": met}
 
 
+def pending_goal(name: str, target: str, why: str) -> dict:
+    """A goal row that this run cannot measure (no GPU, too few cores): ``why`` says what it needs."""
+    return {"name": name, "measured": None, "target": target, "met": None, "pending": why}
+
+
 def write_results(
     suite: str, rows: list[dict], goals: list[dict], *, out: Path | None = None, limits: dict | None = None
 ) -> Path:
